@@ -1,0 +1,5 @@
+"""``python -m pipeline`` is ``mailpipe``."""
+
+from pipeline.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``mailpipe`` command line."""

@@ -1,0 +1,59 @@
+"""Engine and session factory, tuned per database.
+
+SQLite is the embedded default and is shared by several processes in the demo and the tests:
+WAL lets readers run beside the one writer, ``busy_timeout`` makes a second writer wait
+instead of failing, and every transaction starts with ``BEGIN IMMEDIATE`` so two processes
+never both read then both try to upgrade to a write lock (the cause of "database is locked"
+deadlocks under the default deferred mode).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from pipeline.settings import Settings
+
+__all__ = ["create_engine", "create_sessionmaker"]
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """Build the async engine for ``settings.database_url``; the caller disposes of it."""
+    if settings.is_sqlite:
+        engine = create_async_engine(
+            settings.database_url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
+        )
+        _tune_sqlite(engine)
+        return engine
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    """Sessions that keep loaded objects usable after commit (handlers read them afterwards)."""
+    return async_sessionmaker(engine, expire_on_commit=False)

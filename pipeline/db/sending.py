@@ -1,0 +1,179 @@
+"""State changes a send or backup worker makes, each one short transaction.
+
+Every update is guarded by the attempt number it belongs to, so a worker holding a stale
+dispatch (the sweeper has re-dispatched the email meanwhile) changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pipeline.db.events import record_event
+from pipeline.db.models import EmailStatus, IncomingEmail, SentEmail, WorkerReceipt
+
+__all__ = [
+    "Taken",
+    "mark_sent",
+    "park",
+    "set_draft",
+    "set_send_started",
+    "take",
+    "touch",
+]
+
+
+@dataclass(frozen=True)
+class Taken:
+    """The result of taking a dispatch: the email, and whether this attempt ran before."""
+
+    email: IncomingEmail
+    #: True when a worker already took this very attempt and died: its outcome is unknown.
+    resumed: bool
+
+
+async def take(
+    session: AsyncSession, email_id: uuid.UUID, attempt: int, pool: str, worker: str, now: datetime
+) -> Taken | None:
+    """Persist the worker receipt and move the email to ``sending``; None if the dispatch is stale."""
+    email = (
+        await session.execute(select(IncomingEmail).where(IncomingEmail.id == email_id).with_for_update())
+    ).scalar_one_or_none()
+    if email is None or email.attempt_count != attempt:
+        return None
+    if email.status not in (EmailStatus.DISPATCHED, EmailStatus.SENDING):
+        return Taken(email, resumed=False) if email.status == EmailStatus.SENT else None
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    inserted = (
+        await session.execute(
+            insert(WorkerReceipt)
+            .values(incoming_email_id=email_id, attempt=attempt, pool=pool, worker=worker, received_at=now)
+            .on_conflict_do_nothing()
+            .returning(WorkerReceipt.id)
+        )
+    ).scalar_one_or_none()
+    email.status = EmailStatus.SENDING
+    email.updated_at = now
+    record_event(
+        session,
+        "taken" if inserted is not None else "resumed",
+        email_id=email_id,
+        publisher_message_id=email.publisher_message_id,
+        attempt=attempt,
+        worker=worker,
+    )
+    return Taken(email, resumed=inserted is None)
+
+
+def _guard(email_id: uuid.UUID, attempt: int) -> tuple[object, ...]:
+    return (IncomingEmail.id == email_id, IncomingEmail.attempt_count == attempt)
+
+
+async def touch(session: AsyncSession, email_id: uuid.UUID, attempt: int, now: datetime) -> bool:
+    """Show the sweeper this attempt is alive (long uploads call it per chunk)."""
+    result = await session.execute(
+        update(IncomingEmail)
+        .where(*_guard(email_id, attempt), IncomingEmail.status == EmailStatus.SENDING)
+        .values(updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def set_draft(session: AsyncSession, email_id: uuid.UUID, attempt: int, draft_id: str | None) -> None:
+    await session.execute(
+        update(IncomingEmail).where(*_guard(email_id, attempt)).values(graph_draft_id=draft_id)
+    )
+
+
+async def set_send_started(
+    session: AsyncSession, email_id: uuid.UUID, attempt: int, now: datetime | None
+) -> bool:
+    """Record (or clear, with None) that a send call is about to happen; False if stale."""
+    result = await session.execute(
+        update(IncomingEmail)
+        .where(*_guard(email_id, attempt), IncomingEmail.status == EmailStatus.SENDING)
+        .values(send_started_at=now, updated_at=now or IncomingEmail.updated_at)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def mark_sent(
+    session: AsyncSession,
+    email: IncomingEmail,
+    *,
+    method: str,
+    recovered: bool,
+    internet_message_id: str | None,
+    now: datetime,
+) -> None:
+    """The send happened: one ``sent_emails`` row, status ``sent``, one event."""
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(SentEmail)
+        .values(
+            incoming_email_id=email.id,
+            mailbox=email.mailbox,
+            correlation_key=email.correlation_key,
+            method=method,
+            graph_draft_id=email.graph_draft_id,
+            internet_message_id=internet_message_id,
+            recovered=recovered,
+            sent_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["incoming_email_id"])
+    )
+    await session.execute(
+        update(IncomingEmail)
+        .where(IncomingEmail.id == email.id)
+        .values(status=EmailStatus.SENT, backup_attempt_count=1, last_error=None, updated_at=now)
+    )
+    record_event(
+        session,
+        "sent",
+        email_id=email.id,
+        publisher_message_id=email.publisher_message_id,
+        method=method,
+        recovered=recovered,
+        attempt=email.attempt_count,
+    )
+
+
+async def park(
+    session: AsyncSession,
+    email: IncomingEmail,
+    *,
+    status: EmailStatus,
+    attempt: int,
+    delay_s: float,
+    error: str,
+    reason: str,
+    keep_send_started: bool,
+    now: datetime,
+) -> None:
+    """Put the email aside until ``now + delay_s``; the scheduler dispatches it again then."""
+    values: dict[str, object] = {
+        "status": status,
+        "next_attempt_at": now + timedelta(seconds=delay_s),
+        "last_error": error,
+        "updated_at": now,
+    }
+    if not keep_send_started:
+        values["send_started_at"] = None
+    await session.execute(update(IncomingEmail).where(IncomingEmail.id == email.id).values(**values))
+    record_event(
+        session,
+        "retry_scheduled",
+        email_id=email.id,
+        publisher_message_id=email.publisher_message_id,
+        attempt=attempt,
+        delay_s=round(delay_s, 3),
+        reason=reason,
+        error=error[:500],
+        status=status,
+    )

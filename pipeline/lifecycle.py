@@ -1,0 +1,83 @@
+"""Start and stop what each role needs, around the FastStream broker's own lifecycle.
+
+Order at start: (migrations, if asked) -> broker connection -> the whole topology declared ->
+role clients (Graph, downloads) -> consumers start (FastStream) -> background loops. The
+topology is declared before any consumer runs because publishing to an exchange that does not
+exist closes the channel. At stop: loops are cancelled, FastStream drains in-flight handlers for
+``graceful_timeout_s``, then clients are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import httpx
+import structlog
+
+from pipeline.context import AppContext
+from pipeline.crypto import load_keyring
+from pipeline.db.migrate import upgrade
+from pipeline.graph import GraphMailer, build_graph_client
+from pipeline.limiter import build_limiter
+from pipeline.messaging import declare_topology
+from pipeline.settings import Role
+from pipeline.steps.scheduler import Scheduler
+
+__all__ = ["GRAPH_ROLES", "RoleServices"]
+
+log = structlog.get_logger(__name__)
+
+GRAPH_ROLES: frozenset[Role] = frozenset({"send-no-attachments", "send-attachments", "backup"})
+
+
+class RoleServices:
+    """The clients and loops of the roles one process runs."""
+
+    def __init__(self, ctx: AppContext, roles: Sequence[Role]) -> None:
+        self._ctx = ctx
+        self._roles = tuple(roles)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stack = contextlib.AsyncExitStack()
+
+    async def before_start(self) -> None:
+        ctx, settings = self._ctx, self._ctx.settings
+        if settings.auto_migrate:
+            await asyncio.to_thread(upgrade, settings.database_url)
+        ctx.keyring = load_keyring(settings)
+        await ctx.broker.connect()
+        await declare_topology(ctx.broker)
+        if GRAPH_ROLES.intersection(self._roles):
+            settings.require_graph_credentials()
+            graph = build_graph_client(settings)
+            self._stack.push_async_callback(graph.aclose)
+            plain = httpx.AsyncClient(
+                timeout=httpx.Timeout(settings.attachment_download_timeout_s, connect=10.0),
+                follow_redirects=True,
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            )
+            self._stack.push_async_callback(plain.aclose)
+            limiter = await build_limiter(ctx)
+            self._stack.push_async_callback(limiter.aclose)
+            ctx.download_client = plain
+            ctx.mailer = GraphMailer(graph, plain, limiter, settings)
+        if "scheduler" in self._roles:
+            ctx.scheduler = Scheduler(ctx)
+        log.info("roles ready", roles=list(self._roles), worker=ctx.worker_name)
+
+    async def after_start(self) -> None:
+        if self._ctx.scheduler is not None:
+            self._tasks.append(asyncio.create_task(self._ctx.scheduler.run_forever(), name="scheduler"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        await self._ctx.engine.dispose()

@@ -1,0 +1,1 @@
+"""Alembic migrations; applied with ``mailpipe db upgrade``."""

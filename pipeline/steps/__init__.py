@@ -1,0 +1,1 @@
+"""One module per pipeline step: ingest, scheduler, send (both pools, with attachments), backup."""

@@ -1,0 +1,224 @@
+"""Backup worker: find the Sent Items copy, fetch its MIME, store it gzipped (and sealed) once.
+
+The copy in Sent Items has a different id from the draft (Graph creates a new item on send)
+and may appear seconds after the send, so it is found by correlation key; "not there yet" parks
+the backup for a short retry instead of holding the consumer. ``email_backups.graph_message_id``
+is unique, so a redelivered or re-dispatched backup stores nothing twice.
+
+Crash analysis: killed before the insert commits -> the redelivery does it all again (reads are
+idempotent); after the commit, before ``backed_up`` -> the insert is skipped on conflict and the
+status is set; after, before the ack -> the redelivery sees ``backed_up`` and acks.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import uuid
+
+import structlog
+from faststream.rabbit import RabbitMessage
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from pipeline.context import AppContext
+from pipeline.crypto import AES_GCM
+from pipeline.db import sending
+from pipeline.db.errors import store_errors
+from pipeline.db.events import record_event
+from pipeline.db.models import EmailBackup, EmailStatus, IncomingEmail, SentEmail
+from pipeline.db.types import utcnow
+from pipeline.deadletter import DeadLetterNote, dead_letter
+from pipeline.errors import (
+    BrokerUnavailable,
+    GraphUnavailable,
+    InvalidMessage,
+    MailpipeError,
+    StoreUnavailable,
+)
+from pipeline.messages import BackupRequest
+from pipeline.outcome import Action, decide, settle
+from pipeline.retry import RetryPolicy
+from pipeline.topology import DISPATCH
+
+__all__ = ["compress", "handle_backup", "process_backup"]
+
+log = structlog.get_logger(__name__)
+
+
+def compress(mime: bytes) -> bytes:
+    # mtime=0 keeps the blob a pure function of the MIME, so re-running a backup is byte-identical.
+    return gzip.compress(mime, compresslevel=6, mtime=0)
+
+
+async def _load(ctx: AppContext, email_id: uuid.UUID) -> tuple[IncomingEmail, SentEmail] | None:
+    async with store_errors("backup load"), ctx.sessions.begin() as session:
+        row = (
+            await session.execute(
+                select(IncomingEmail, SentEmail)
+                .join(SentEmail, SentEmail.incoming_email_id == IncomingEmail.id)
+                .where(IncomingEmail.id == email_id)
+            )
+        ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+async def _store(ctx: AppContext, email: IncomingEmail, graph_message_id: str, mime: bytes) -> None:
+    blob = compress(mime)
+    encryption, key_id = "none", None
+    keyring = ctx.keyring
+    if keyring is not None:
+        blob, key_id = keyring.seal(blob, f"mailpipe-backup:{graph_message_id}")
+        encryption = AES_GCM
+    now = utcnow()
+    async with store_errors("backup store"), ctx.sessions.begin() as session:
+        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        await session.execute(
+            insert(EmailBackup)
+            .values(
+                incoming_email_id=email.id,
+                graph_message_id=graph_message_id,
+                compressed_blob=blob,
+                compression="gzip",
+                size=len(mime),
+                checksum=hashlib.sha256(mime).hexdigest(),
+                encryption=encryption,
+                key_id=key_id,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["graph_message_id"])
+        )
+        await session.execute(
+            update(IncomingEmail)
+            .where(IncomingEmail.id == email.id)
+            .values(status=EmailStatus.BACKED_UP, updated_at=now)
+        )
+        record_event(
+            session,
+            "backed_up",
+            email_id=email.id,
+            publisher_message_id=email.publisher_message_id,
+            graph_message_id=graph_message_id,
+            size=len(mime),
+            compressed=len(blob),
+        )
+    await ctx.bus.lifecycle(
+        "backed-up",
+        email.publisher_message_id,
+        email.id,
+        now,
+        graph_message_id=graph_message_id,
+        size=len(mime),
+    )
+
+
+async def _locate(ctx: AppContext, email: IncomingEmail, sent: SentEmail) -> str:
+    if sent.graph_message_id:
+        return sent.graph_message_id
+    found = await ctx.require_mailer().find_by_correlation(email.mailbox, email.correlation_key, "SentItems")
+    if found is None:
+        raise GraphUnavailable(
+            f"the sent copy of {email.id} is not in Sent Items yet",
+            retry_after_s=ctx.settings.graph_sent_lookup_interval_s,
+        )
+    async with store_errors("backup locate"), ctx.sessions.begin() as session:
+        await session.execute(
+            update(SentEmail)
+            .where(SentEmail.id == sent.id)
+            .values(graph_message_id=found.id, internet_message_id=found.internet_message_id)
+        )
+    return found.id
+
+
+async def process_backup(ctx: AppContext, request: BackupRequest) -> str:
+    """Back up one sent email; returns what happened."""
+    loaded = await _load(ctx, request.incoming_email_id)
+    if loaded is None:
+        return "unknown"
+    email, sent = loaded
+    if email.status != EmailStatus.SENT or email.backup_attempt_count != request.attempt:
+        return "stale"
+    try:
+        graph_message_id = await _locate(ctx, email, sent)
+        mime = await ctx.require_mailer().get_mime(email.mailbox, graph_message_id)
+        await _store(ctx, email, graph_message_id, mime)
+    except (StoreUnavailable, BrokerUnavailable):
+        raise
+    except MailpipeError as exc:
+        await _fail(ctx, email, request.attempt, exc)
+        return "failed"
+    return "backed-up"
+
+
+async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: MailpipeError) -> None:
+    settings = ctx.settings
+    policy = RetryPolicy(
+        settings.backup_max_attempts, settings.retry_base_delay_s, settings.retry_max_delay_s
+    )
+    decision = decide(error, attempt=attempt, policy=policy)
+    if decision.action == Action.PARK:
+        async with store_errors("backup park"), ctx.sessions.begin() as session:
+            await sending.park(
+                session,
+                email,
+                status=EmailStatus.BACKUP_WAIT,
+                attempt=attempt,
+                delay_s=decision.delay_s,
+                error=str(error),
+                reason=decision.reason,
+                keep_send_started=True,
+                now=utcnow(),
+            )
+        return
+    await dead_letter(
+        ctx.bus,
+        ctx.sessions,
+        DeadLetterNote(
+            reason=decision.reason,
+            error=str(error),
+            step="backup",
+            attempts=attempt,
+            email_id=email.id,
+            publisher_message_id=email.publisher_message_id,
+            mailbox=email.mailbox,
+            original_exchange=DISPATCH.name,
+            original_routing_key="backup",
+        ),
+        BackupRequest(
+            incoming_email_id=email.id, publisher_message_id=email.publisher_message_id, attempt=attempt
+        )
+        .model_dump_json()
+        .encode(),
+        message_id=f"dead:backup:{email.id}:{attempt}",
+    )
+
+
+async def handle_backup(ctx: AppContext, message: RabbitMessage) -> None:
+    body: bytes = message.body
+
+    async def work() -> None:
+        try:
+            request = BackupRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise InvalidMessage(f"backup request is invalid: {exc}", reason="schema") from exc
+        outcome = await process_backup(ctx, request)
+        log.debug("backup handled", outcome=outcome, email_id=str(request.incoming_email_id))
+
+    async def to_dead_letter(error: Exception) -> None:
+        await dead_letter(
+            ctx.bus,
+            ctx.sessions,
+            DeadLetterNote(
+                reason=error.reason if isinstance(error, MailpipeError) else "unexpected-error",
+                error=str(error),
+                step="backup",
+                original_exchange=DISPATCH.name,
+                original_routing_key="backup",
+            ),
+            body,
+            message_id=message.raw_message.message_id or f"dead:{uuid.uuid4()}",
+        )
+
+    await settle(message, work, to_dead_letter)

@@ -1,0 +1,203 @@
+"""Ingest: validate a SendEmail, persist it once, send the receipt, then ack.
+
+Crash analysis (SIGKILL on any line):
+
+* before the commit: nothing stored, the message is redelivered and stored then;
+* after the commit, before the receipt is confirmed: the redelivery finds the row, sees
+  ``receipt_confirmed_at`` empty and sends the receipt (same ``message_id``, so a publisher
+  that already got one can drop the copy);
+* after the receipt, before the ack: the redelivery finds the receipt confirmed and only acks.
+
+A re-published duplicate (same ``publisher_message_id``, not a redelivery) never sends a second
+receipt; the first copy's delivery, or its redelivery, is responsible for it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from faststream.rabbit import RabbitMessage
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pipeline.context import AppContext
+from pipeline.db.errors import store_errors
+from pipeline.db.events import record_event
+from pipeline.db.models import EmailStatus, IncomingEmail, Route
+from pipeline.db.types import utcnow
+from pipeline.deadletter import DeadLetterNote, dead_letter
+from pipeline.errors import InvalidMessage, MailpipeError
+from pipeline.messages import SendEmail, SendEmailReceived, derive_idempotency_key
+from pipeline.outcome import delivery_count, settle
+from pipeline.retry import infra_retrying
+from pipeline.topology import COMMANDS, EVENTS
+
+__all__ = ["StoredEmail", "handle_send_email", "ingest", "parse_send_email", "store_email"]
+
+
+def parse_send_email(body: bytes, *, max_bytes: int) -> tuple[SendEmail, dict[str, Any]]:
+    """Validate a raw SendEmail body; raise :class:`InvalidMessage` naming what is wrong."""
+    if len(body) > max_bytes:
+        raise InvalidMessage(
+            f"message is {len(body)} bytes; the limit is {max_bytes} (MAILPIPE_MAX_MESSAGE_BYTES). "
+            "Send large files as attachments with urlOrId.",
+            reason="too-large",
+        )
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage(f"body is not JSON: {exc}", reason="not-json") from exc
+    if not isinstance(payload, dict):
+        raise InvalidMessage("body must be a JSON object", reason="schema")
+    try:
+        return SendEmail.model_validate(payload), payload
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidMessage(f"SendEmail is invalid: {problems}", reason="schema") from exc
+
+
+@dataclass(frozen=True)
+class StoredEmail:
+    id: uuid.UUID
+    publisher_message_id: str
+    created: bool
+    receipt_confirmed: bool
+    received_at: datetime
+    status: str
+
+
+def _insert(session: AsyncSession) -> Any:
+    return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+
+
+async def store_email(ctx: AppContext, email: SendEmail, payload: dict[str, Any]) -> StoredEmail:
+    """Insert the email unless its key exists; return the row either way."""
+    key = email.publisher_message_id or derive_idempotency_key(payload)
+    now = utcnow()
+    email_id = uuid.uuid4()
+    values = {
+        "id": email_id,
+        "publisher_message_id": key,
+        "idempotency_source": "publisher" if email.publisher_message_id else "derived",
+        "payload": email.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "status": EmailStatus.RECEIVED,
+        "route": Route.ATTACHMENT if email.has_attachments else Route.NO_ATTACHMENT,
+        "mailbox": email.sender_address,
+        "priority": email.priority,
+        "send_at": email.send_at,
+        "next_attempt_at": max(now, email.send_at) if email.send_at else now,
+        "correlation_key": email_id.hex,
+        "created_at": now,
+        "updated_at": now,
+    }
+    async with store_errors("ingest"), ctx.sessions.begin() as session:
+        insert = _insert(session)
+        stmt = (
+            insert(IncomingEmail)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["publisher_message_id"])
+            .returning(IncomingEmail.id)
+        )
+        inserted = (await session.execute(stmt)).scalar_one_or_none()
+        if inserted is not None:
+            record_event(
+                session, "received", email_id=inserted, publisher_message_id=key, route=values["route"]
+            )
+            return StoredEmail(inserted, key, True, False, now, EmailStatus.RECEIVED)
+        row = (
+            await session.execute(select(IncomingEmail).where(IncomingEmail.publisher_message_id == key))
+        ).scalar_one()
+        return StoredEmail(
+            row.id, key, False, row.receipt_confirmed_at is not None, row.created_at, row.status
+        )
+
+
+async def _confirm_receipt(ctx: AppContext, email_id: uuid.UUID) -> None:
+    async with store_errors("receipt"), ctx.sessions.begin() as session:
+        await session.execute(
+            update(IncomingEmail)
+            .where(IncomingEmail.id == email_id, IncomingEmail.receipt_confirmed_at.is_(None))
+            .values(receipt_confirmed_at=utcnow())
+        )
+
+
+async def ingest(ctx: AppContext, body: bytes, *, reply_to: str | None, redelivered: bool) -> StoredEmail:
+    """Validate, store once and acknowledge receipt; see the module docstring for crash cases."""
+    email, payload = parse_send_email(body, max_bytes=ctx.settings.max_message_bytes)
+    async for attempt in infra_retrying():
+        with attempt:
+            stored = await store_email(ctx, email, payload)
+    must_send = stored.created or (redelivered and not stored.receipt_confirmed)
+    if not must_send:
+        return stored
+    receipt = SendEmailReceived(
+        publisher_message_id=stored.publisher_message_id,
+        incoming_email_id=stored.id,
+        received_at=stored.received_at,
+        status=stored.status,
+    )
+    message_id = f"receipt:{stored.id}"
+    if reply_to:
+        await ctx.bus.reply(
+            receipt, reply_to=reply_to, message_id=message_id, correlation_id=stored.publisher_message_id
+        )
+    await ctx.bus.publish(
+        receipt,
+        exchange=EVENTS.name,
+        routing_key="email.received",
+        message_id=message_id,
+        correlation_id=stored.publisher_message_id,
+        mandatory=False,
+    )
+    async for attempt in infra_retrying():
+        with attempt:
+            await _confirm_receipt(ctx, stored.id)
+    return stored
+
+
+async def handle_send_email(ctx: AppContext, message: RabbitMessage) -> None:
+    """Consumer edge for ``mail.ingest``: convert the delivery, run :func:`ingest`, settle it."""
+    raw = message.raw_message
+    body: bytes = message.body
+
+    async def work() -> None:
+        await ingest(ctx, body, reply_to=raw.reply_to, redelivered=bool(raw.redelivered))
+
+    async def to_dead_letter(error: Exception) -> None:
+        publisher_id = _publisher_id_hint(body)
+        await dead_letter(
+            ctx.bus,
+            ctx.sessions,
+            DeadLetterNote(
+                reason=error.reason if isinstance(error, MailpipeError) else "unexpected-error",
+                error=str(error),
+                step="ingest",
+                attempts=delivery_count(message) + 1,
+                publisher_message_id=publisher_id,
+                original_exchange=COMMANDS.name,
+                original_routing_key=raw.routing_key or "send-email",
+            ),
+            body,
+            message_id=raw.message_id or f"dead:{uuid.uuid4()}",
+            content_type=raw.content_type or "application/octet-stream",
+        )
+
+    await settle(message, work, to_dead_letter)
+
+
+def _publisher_id_hint(body: bytes) -> str | None:
+    """Best effort: the publisher's id from an invalid body, so triage can find it."""
+    try:
+        value = json.loads(body).get("publisher_message_id")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return str(value)[:255] if value is not None else None

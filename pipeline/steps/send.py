@@ -1,0 +1,237 @@
+"""Send workers (both pools): take a dispatch, send through Graph exactly once, hand to backup.
+
+Order of every attempt, and what a SIGKILL at each point leads to:
+
+1. receipt + ``sending`` committed (:func:`pipeline.db.sending.take`) — before any Graph call.
+   Killed after: the redelivered dispatch finds its own receipt and runs the duplicate check.
+2. if an earlier try started a send (``send_started_at`` set), look for the sent copy in Sent
+   Items by correlation key, for up to ``graph_sent_lookup_deadline_s``; found -> record sent.
+3. no-attachment pool: ``sendMail``. attachment pool: draft (found again in Drafts by
+   correlation key if it was created before a crash), attachments (:mod:`.attachments`), ``send``.
+4. ``send_started_at`` is committed just before the send call and kept if the call's outcome
+   is unknown (504, timeout, crash), so the next try checks before sending again.
+5. ``sent`` committed, then the backup request and ``email.sent`` published, then ack. Killed
+   before the publish: the redelivery sees ``sent`` and only publishes.
+
+Residual risk (documented in the README): Graph has no idempotency key. If a send was accepted
+but its Sent Items copy appears only after the look-up deadline, the email is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import structlog
+from faststream.rabbit import RabbitMessage
+from pydantic import ValidationError
+
+from pipeline.context import AppContext
+from pipeline.db import sending
+from pipeline.db.errors import store_errors
+from pipeline.db.models import EmailStatus, IncomingEmail, Route
+from pipeline.db.types import utcnow
+from pipeline.deadletter import DeadLetterNote, dead_letter
+from pipeline.errors import (
+    BrokerUnavailable,
+    InvalidMessage,
+    MailpipeError,
+    SendOutcomeUnknown,
+    StoreUnavailable,
+)
+from pipeline.graph import GraphMailer, MessageInfo
+from pipeline.messages import BackupRequest, Dispatch
+from pipeline.outcome import Action, decide, settle
+from pipeline.retry import RetryPolicy
+from pipeline.steps.attachments import attach_all
+from pipeline.steps.compose import outgoing_message
+from pipeline.topology import DISPATCH
+
+__all__ = ["find_sent_copy", "handle_dispatch", "process_dispatch"]
+
+log = structlog.get_logger(__name__)
+
+
+async def find_sent_copy(ctx: AppContext, mailer: GraphMailer, email: IncomingEmail) -> MessageInfo | None:
+    """Poll Sent Items for the email's correlation key until found or the deadline passes."""
+    settings = ctx.settings
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.graph_sent_lookup_deadline_s
+    while True:
+        found = await mailer.find_by_correlation(email.mailbox, email.correlation_key, "SentItems")
+        if found is not None or loop.time() >= deadline:
+            return found
+        await asyncio.sleep(settings.graph_sent_lookup_interval_s)
+
+
+async def _publish_backup(ctx: AppContext, email: IncomingEmail) -> None:
+    await ctx.bus.publish(
+        BackupRequest(
+            incoming_email_id=email.id,
+            publisher_message_id=email.publisher_message_id,
+            attempt=max(1, email.backup_attempt_count),
+        ),
+        exchange=DISPATCH.name,
+        routing_key=Route.BACKUP,
+        message_id=f"backup:{email.id}:{max(1, email.backup_attempt_count)}",
+        correlation_id=email.publisher_message_id,
+    )
+
+
+async def _record_sent(
+    ctx: AppContext, email: IncomingEmail, *, method: str, recovered: bool, internet_message_id: str | None
+) -> None:
+    now = utcnow()
+    async with store_errors("mark sent"), ctx.sessions.begin() as session:
+        await sending.mark_sent(
+            session,
+            email,
+            method=method,
+            recovered=recovered,
+            internet_message_id=internet_message_id,
+            now=now,
+        )
+    email.backup_attempt_count = 1
+    await _publish_backup(ctx, email)
+    await ctx.bus.lifecycle(
+        "sent", email.publisher_message_id, email.id, now, attempt=email.attempt_count, recovered=recovered
+    )
+
+
+async def _send_started(ctx: AppContext, email: IncomingEmail, attempt: int) -> bool:
+    async with store_errors("send started"), ctx.sessions.begin() as session:
+        return await sending.set_send_started(session, email.id, attempt, utcnow())
+
+
+async def _send(
+    ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, attempt: int, resumed: bool
+) -> None:
+    """Steps 2-5 of the module docstring for one taken email."""
+    if email.send_started_at is not None or resumed:
+        found = await find_sent_copy(ctx, mailer, email)
+        if found is not None:
+            log.info("send already happened; recording it", email_id=str(email.id))
+            await _record_sent(
+                ctx, email, method="recovered", recovered=True, internet_message_id=found.internet_message_id
+            )
+            return
+    message = outgoing_message(email)
+    if email.route == Route.NO_ATTACHMENT:
+        if not await _send_started(ctx, email, attempt):
+            return
+        await mailer.send_mail(email.mailbox, message)
+        await _record_sent(ctx, email, method="sendMail", recovered=False, internet_message_id=None)
+        return
+    draft_id = await attach_all(ctx, mailer, email, attempt, message)
+    if not await _send_started(ctx, email, attempt):
+        return
+    await mailer.send_draft(email.mailbox, draft_id)
+    await _record_sent(ctx, email, method="draft", recovered=False, internet_message_id=None)
+
+
+async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: MailpipeError) -> None:
+    """Park the email for a retry or dead-letter it, as :func:`pipeline.outcome.decide` says."""
+    settings = ctx.settings
+    policy = RetryPolicy(settings.send_max_attempts, settings.retry_base_delay_s, settings.retry_max_delay_s)
+    decision = decide(error, attempt=attempt, policy=policy)
+    if decision.action == Action.PARK:
+        async with store_errors("park"), ctx.sessions.begin() as session:
+            await sending.park(
+                session,
+                email,
+                status=EmailStatus.RETRY_WAIT,
+                attempt=attempt,
+                delay_s=decision.delay_s,
+                error=str(error),
+                reason=decision.reason,
+                keep_send_started=isinstance(error, SendOutcomeUnknown),
+                now=utcnow(),
+            )
+        log.warning(
+            "send failed; parked for retry",
+            email_id=str(email.id),
+            reason=decision.reason,
+            delay_s=round(decision.delay_s, 2),
+            attempt=attempt,
+        )
+        return
+    await dead_letter(
+        ctx.bus,
+        ctx.sessions,
+        DeadLetterNote(
+            reason=decision.reason,
+            error=str(error),
+            step=f"send:{email.route}",
+            attempts=attempt,
+            email_id=email.id,
+            publisher_message_id=email.publisher_message_id,
+            mailbox=email.mailbox,
+            original_exchange=DISPATCH.name,
+            original_routing_key=email.route,
+        ),
+        _payload_bytes(email),
+        message_id=f"dead:{email.id}:{attempt}",
+    )
+
+
+def _payload_bytes(email: IncomingEmail) -> bytes:
+    import json  # noqa: PLC0415 - only on the dead-letter path
+
+    return json.dumps(email.payload).encode()
+
+
+async def process_dispatch(ctx: AppContext, dispatch: Dispatch, pool: str) -> str:
+    """Do the work of one dispatch; returns what happened (for logs and tests)."""
+    mailer = ctx.require_mailer()
+    async with store_errors("take"), ctx.sessions.begin() as session:
+        taken = await sending.take(
+            session, dispatch.incoming_email_id, dispatch.attempt, pool, ctx.worker_name, utcnow()
+        )
+    if taken is None:
+        return "stale"
+    email = taken.email
+    if email.status == EmailStatus.SENT:
+        await _publish_backup(ctx, email)
+        return "already-sent"
+    await ctx.bus.lifecycle(
+        "taken", email.publisher_message_id, email.id, utcnow(), attempt=dispatch.attempt, pool=pool
+    )
+    try:
+        await _send(ctx, mailer, email, dispatch.attempt, taken.resumed)
+    except (StoreUnavailable, BrokerUnavailable):
+        raise  # infrastructure: settle() requeues, the redelivery resumes this attempt
+    except MailpipeError as exc:
+        await _fail(ctx, email, dispatch.attempt, exc)
+        return "failed"
+    return "sent"
+
+
+async def handle_dispatch(ctx: AppContext, message: RabbitMessage) -> None:
+    """Consumer edge for both send pools."""
+    body: bytes = message.body
+    pool = message.raw_message.routing_key or "unknown"
+
+    async def work() -> None:
+        try:
+            dispatch = Dispatch.model_validate_json(body)
+        except ValidationError as exc:
+            raise InvalidMessage(f"dispatch is invalid: {exc}", reason="schema") from exc
+        outcome = await process_dispatch(ctx, dispatch, pool)
+        log.debug("dispatch handled", outcome=outcome, email_id=str(dispatch.incoming_email_id))
+
+    async def to_dead_letter(error: Exception) -> None:
+        await dead_letter(
+            ctx.bus,
+            ctx.sessions,
+            DeadLetterNote(
+                reason=error.reason if isinstance(error, MailpipeError) else "unexpected-error",
+                error=str(error),
+                step=f"send:{pool}",
+                original_exchange=DISPATCH.name,
+                original_routing_key=pool,
+            ),
+            body,
+            message_id=message.raw_message.message_id or f"dead:{uuid.uuid4()}",
+        )
+
+    await settle(message, work, to_dead_letter)

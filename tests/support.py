@@ -1,0 +1,111 @@
+"""Helpers for tests that run mailpipe against the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aio_pika
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from pipeline.app import create_app
+from pipeline.context import AppContext
+from pipeline.settings import ROLES, Role, Settings
+
+
+@asynccontextmanager
+async def running(settings: Settings, roles: Sequence[Role] = ROLES) -> AsyncIterator[AppContext]:
+    """Run mailpipe's roles in this event loop for the duration of the block."""
+    app, ctx = create_app(settings, roles)
+    async with app:
+        yield ctx
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], *, timeout_s: float = 60.0, interval_s: float = 0.2, what: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if await predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+        await asyncio.sleep(interval_s)
+
+
+def sample_email(n: int, **overrides: Any) -> dict[str, Any]:
+    email: dict[str, Any] = {
+        "publisher_message_id": f"msg-{n}",
+        "from": "sender@contoso.example",
+        "to": [f"rcpt{n}@fabrikam.example"],
+        "subject": f"Invoice {n}",
+        "body": {"contentType": "text", "content": f"Hello {n}"},
+    }
+    email.update(overrides)
+    return email
+
+
+class Publisher:
+    """A plain AMQP publisher, as a service in any language would be: persistent, confirmed."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self.channel: aio_pika.abc.AbstractChannel | None = None
+
+    async def __aenter__(self) -> Publisher:
+        self.connection = await aio_pika.connect_robust(self._url)
+        self.channel = await self.connection.channel(publisher_confirms=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.connection is not None
+        await self.connection.close()
+
+    async def publish(
+        self, body: bytes | dict[str, Any], *, routing_key: str = "send-email", reply_to: str | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        assert self.channel is not None
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        exchange = await self.channel.get_exchange("mail.commands")
+        await exchange.publish(
+            aio_pika.Message(raw, content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                             reply_to=reply_to, message_id=message_id),
+            routing_key=routing_key,
+        )
+
+    async def publish_many(self, bodies: Sequence[bytes | dict[str, Any]], **kwargs: Any) -> None:
+        """Publish with up to 100 confirms in flight."""
+        for start in range(0, len(bodies), 100):
+            await asyncio.gather(*(self.publish(b, **kwargs) for b in bodies[start:start + 100]))
+
+    async def declare_queue(self, name: str) -> aio_pika.abc.AbstractQueue:
+        assert self.channel is not None
+        return await self.channel.declare_queue(name, durable=True)
+
+    async def drain(self, queue_name: str, *, idle_s: float = 1.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        """Read every message currently in ``queue_name`` (acking them)."""
+        assert self.channel is not None
+        queue = await self.channel.get_queue(queue_name)
+        messages = []
+        while True:
+            message = await queue.get(fail=False, timeout=idle_s)
+            if message is None:
+                return messages
+            await message.ack()
+            messages.append(message)
+
+
+def engine_for(settings: Settings) -> AsyncEngine:
+    return create_async_engine(settings.database_url)
+
+
+async def count(engine: AsyncEngine, model: Any, *where: Any) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(model).where(*where)) or 0)
