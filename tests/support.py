@@ -85,6 +85,24 @@ class Publisher:
         for start in range(0, len(bodies), 100):
             await asyncio.gather(*(self.publish(b, **kwargs) for b in bodies[start:start + 100]))
 
+    async def wait_for_consumer(self, queue_name: str, *, timeout_s: float = 60.0) -> None:
+        """Wait until ``queue_name`` exists and has a consumer (the role has started)."""
+        assert self.connection is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            channel = await self.connection.channel()
+            try:
+                queue = await channel.declare_queue(queue_name, passive=True)
+                if queue.declaration_result.consumer_count:
+                    return
+            except aio_pika.exceptions.ChannelClosed:
+                pass
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"no consumer on {queue_name} after {timeout_s}s")
+
     async def declare_queue(self, name: str) -> aio_pika.abc.AbstractQueue:
         assert self.channel is not None
         return await self.channel.declare_queue(name, durable=True)
