@@ -125,10 +125,12 @@ class GraphUnavailable(TransientError):
         self.status_code = status_code
         self.code = code
         self.mailbox = mailbox
-        if status_code == 429:
-            self.reason = "graph-throttled"
-        elif status_code is not None:
-            self.reason = f"graph-{status_code}"
+        # Subclasses name their own reason; the plain class says which status it saw.
+        if type(self).reason == GraphUnavailable.reason:
+            if status_code == 429:
+                self.reason = "graph-throttled"
+            elif status_code is not None:
+                self.reason = f"graph-{status_code}"
 
 
 class SendOutcomeUnknown(GraphUnavailable):

@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     # --- message limits ----------------------------------------------------------------------
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     max_attachment_bytes: int = Field(default=150 * 1024 * 1024, ge=1)
-    inline_attachment_limit_bytes: int = Field(default=3 * 1024 * 1024, ge=1)
+    #: Files below this go inline (base64 in one request); larger ones use an upload session.
+    inline_attachment_limit_bytes: int = Field(default=3_000_000, ge=1, le=3_000_000)
     upload_chunk_bytes: int = Field(default=10 * 327_680, ge=327_680)
     attachment_download_timeout_s: float = Field(default=60.0, gt=0)
 

@@ -11,11 +11,13 @@ import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
 
 from pipeline.db.migrate import upgrade
+from tests.support import EMULATOR_TOKEN
 
 PG_ADMIN_DSN = os.environ.get("MAILPIPE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_BASE = os.environ.get("MAILPIPE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
@@ -61,3 +63,13 @@ async def database_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterato
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture
+def emulator() -> Iterator[Any]:
+    """The Graph emulator on a free loopback port, reached through the real msgraph-sdk path."""
+    from pipeline.emulator import EmulatorConfig, serve_in_thread
+
+    with serve_in_thread(EmulatorConfig(static_token=EMULATOR_TOKEN, sent_items_delay_s=0.2, seed=7)) as running:
+        yield running
+

@@ -127,3 +127,26 @@ def engine_for(settings: Settings) -> AsyncEngine:
 async def count(engine: AsyncEngine, model: Any, *where: Any) -> int:
     async with engine.connect() as conn:
         return int(await conn.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+EMULATOR_TOKEN = "test-token"
+
+
+def pipeline_settings(amqp_url: str, database_url: str, emulator: Any, **overrides: Any) -> Settings:
+    """Settings for a whole-pipeline test: fast polls and short retry delays."""
+    values: dict[str, Any] = {
+        "amqp_url": amqp_url,
+        "database_url": database_url,
+        "graph_base_url": emulator.base_url,
+        "graph_static_token": EMULATOR_TOKEN,
+        "graph_sent_lookup_deadline_s": 3.0,
+        "graph_sent_lookup_interval_s": 0.25,
+        "scheduler_poll_interval_s": 0.2,
+        "retry_base_delay_s": 0.2,
+        "retry_max_delay_s": 2.0,
+        "sweep_interval_s": 1.0,
+        "mailbox_rate_per_s": 200.0,
+        "mailbox_burst": 50,
+    }
+    values.update(overrides)
+    return Settings(**values)

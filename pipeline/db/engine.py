@@ -24,9 +24,14 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 def create_engine(settings: Settings) -> AsyncEngine:
     """Build the async engine for ``settings.database_url``; the caller disposes of it."""
     if settings.is_sqlite:
+        # One connection per process: transactions then queue in asyncio instead of in SQLite's
+        # busy handler, which sleeps in steps of up to 100 ms and would dominate latency.
         engine = create_async_engine(
             settings.database_url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
         )
         _tune_sqlite(engine)
         return engine

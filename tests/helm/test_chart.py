@@ -9,8 +9,9 @@ Runs everywhere (no cluster, no network):
   roles and queues the chart knows are the application's.
 
 Where a Helm engine is available (a ``helm`` binary on PATH, else the ``helm-python-sdk``
-package, which embeds Helm's Go SDK), the chart is also rendered and the manifests are checked:
-one Deployment per role, hardened pods, drain-aware grace periods, no secret values. Without an
+package, which embeds Helm's Go SDK), the chart is also linted like chart-testing does
+(``helm lint --strict`` with each ci/*.yaml) and rendered, and the manifests are checked: one
+Deployment per role, hardened pods, drain-aware grace periods, no secret values. Without an
 engine only those tests skip, saying why.
 """
 
@@ -142,8 +143,13 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("bad log format", {"config": {"logFormat": "xml"}}, "is not one of"),
     ("secret value instead of a reference", {"secrets": {"database": {"value": "postgres://x"}}}, "value"),
     ("unknown graph credential", {"secrets": {"graph": {"credential": "password"}}}, "is not one of"),
-    ("both PDB bounds", {"roles": {"ingest": {"pdb": {"minAvailable": 1}}}}, "minAvailable"),
-    ("no PDB bound", {"roles": {"ingest": {"pdb": {"maxUnavailable": None}}}}, "not valid under any"),
+    (
+        "graph secret on a role without Graph",
+        {"roles": {"ingest": {"graphSecretName": "x"}}},
+        "graphSecretName",
+    ),
+    ("PDB bound not a percentage", {"roles": {"ingest": {"pdb": {"minAvailable": "half"}}}}, "minAvailable"),
+    ("no PDB bound", {"roles": {"ingest": {"pdb": {"maxUnavailable": None}}}}, "required"),
     ("grace margin too small", {"terminationGraceMarginSeconds": 0}, "minimum"),
     ("graceful drain negative", {"gracefulTimeoutSeconds": -5}, "minimum"),
     ("http port privileged", {"http": {"port": 80}}, "minimum"),
@@ -292,6 +298,8 @@ class ValueRefs:
         var: str | None, chain: str, dot: Path_ | None, variables: dict[str, Path_]
     ) -> Path_ | None:
         parts = tuple(chain.strip(".").split("."))
+        if var is None and dot == ("<root>",) and parts[:2] == ("root", "Values"):
+            return parts[2:]  # helpers called with (dict "root" $ ...)
         if var == "$" or (var is None and dot == ("<root>",)):
             return parts[1:] if parts[0] == "Values" else None
         if var is None:
@@ -443,6 +451,64 @@ def _sdk_renderer() -> Renderer | None:
     return render
 
 
+Linter = Callable[[dict[str, Any]], list[str]]
+
+
+def _binary_linter(helm: str) -> Linter:
+    def lint(values: dict[str, Any]) -> list[str]:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as handle:
+            yaml.safe_dump(values, handle)
+            handle.flush()
+            result = subprocess.run(
+                [helm, "lint", "--strict", str(CHART), "-f", handle.name],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        return [] if result.returncode == 0 else [result.stdout + result.stderr]
+
+    return lint
+
+
+def _sdk_linter() -> Linter | None:
+    try:
+        import helm_python  # noqa: PLC0415
+    except ImportError:
+        return None
+
+    def lint(values: dict[str, Any]) -> list[str]:
+        report = helm_python.lint(str(CHART), values, strict=True)
+        warnings = [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
+        return [*report["errors"], *warnings]
+
+    return lint
+
+
+NO_ENGINE = (
+    "no Helm engine: neither a `helm` binary on PATH nor the helm-python-sdk package "
+    "(pip install helm-python-sdk) is installed; schema and static checks still ran"
+)
+
+
+@pytest.fixture(scope="module")
+def lint() -> Linter:
+    helm = shutil.which("helm")
+    if helm:
+        return _binary_linter(helm)
+    sdk = _sdk_linter()
+    if sdk is None:
+        pytest.skip(NO_ENGINE)
+    return sdk
+
+
+@pytest.mark.parametrize("path", [None, *CI_FILES], ids=lambda p: p.name if p else "values.yaml")
+def test_helm_lint_strict(path: Path | None, lint: Linter) -> None:
+    """What chart-testing (`ct lint`) runs: `helm lint --strict` with each ci/*.yaml."""
+    values = (load_yaml(path) or {}) if path else {}
+    assert lint(values) == []
+
+
 @pytest.fixture(scope="module")
 def render() -> Renderer:
     helm = shutil.which("helm")
@@ -450,10 +516,7 @@ def render() -> Renderer:
         return _binary_renderer(helm)
     sdk = _sdk_renderer()
     if sdk is None:
-        pytest.skip(
-            "no Helm engine: neither a `helm` binary on PATH nor the helm-python-sdk package "
-            "(pip install helm-python-sdk) is installed; schema and static checks still ran"
-        )
+        pytest.skip(NO_ENGINE)
     return sdk
 
 
@@ -530,8 +593,14 @@ def check_deployments(docs: list[dict[str, Any]], values: dict[str, Any]) -> Non
         # Graph credentials only where Graph is called
         has_graph = "MAILPIPE_GRAPH_CLIENT_ID" in env
         assert has_graph == (role in GRAPH_ROLES), role
+        volumes = {v["name"]: v for v in pod["volumes"]}
         if has_graph:
             assert ("MAILPIPE_GRAPH_CLIENT_SECRET_FILE" in env) != ("MAILPIPE_GRAPH_CERTIFICATE_PATH" in env)
+            secret = role_values.get("graphSecretName") or values["secrets"]["graph"]["name"]
+            assert env["MAILPIPE_GRAPH_CLIENT_ID"]["valueFrom"]["secretKeyRef"]["name"] == secret
+            assert volumes["graph-credential"]["secret"]["secretName"] == secret
+        else:
+            assert "graph-credential" not in volumes
         assert ("MAILPIPE_ENCRYPTION_KEYS_FILE" in env) == values["secrets"]["encryptionKeys"]["enabled"]
         # probes
         assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
@@ -548,7 +617,6 @@ def check_deployments(docs: list[dict[str, Any]], values: dict[str, Any]) -> Non
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
-        volumes = {v["name"]: v for v in pod["volumes"]}
         assert "emptyDir" in volumes["tmp"]
         assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
         # the ConfigMap is read whole, and a change to it rolls the pods
