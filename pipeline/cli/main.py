@@ -113,6 +113,9 @@ def graph_emulator(
         float, typer.Option(min=0.0, help="Delay before Sent Items shows a copy.")
     ] = 0.5,
     latency_s: Annotated[float, typer.Option(min=0.0, help="Added latency per Graph call.")] = 0.0,
+    allow_public: Annotated[
+        bool, typer.Option("--allow-public", help="Allow a non-loopback bind (containers only).")
+    ] = False,
 ) -> None:
     """Run the built-in Microsoft Graph emulator (for the demo and tests)."""
     from pipeline.emulator import EmulatorConfig  # noqa: PLC0415
@@ -120,7 +123,7 @@ def graph_emulator(
 
     config = EmulatorConfig(static_token=token, sent_items_delay_s=sent_items_delay_s, latency_s=latency_s)
     try:
-        run_emulator(config, host=host, port=port)
+        run_emulator(config, host=host, port=port, allow_public=allow_public)
     except ValueError as exc:
         raise fail(str(exc)) from exc
 

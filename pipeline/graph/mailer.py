@@ -48,6 +48,7 @@ from pipeline.graph.upload import (
     progress_from_response,
     status_from_response,
 )
+from pipeline.observability.graphcalls import GraphCallObserver
 from pipeline.settings import Settings
 
 __all__ = ["AttachmentInfo", "DraftRef", "GraphMailer", "MessageInfo", "correlation_filter"]
@@ -108,8 +109,8 @@ class GraphMailer:
     ``graph``: the SDK client (see :func:`~pipeline.graph.client.build_graph_client`).
     ``upload_http``: a plain ``httpx.AsyncClient`` for upload URLs; it must carry no
     ``Authorization`` header or auth (upload URLs are pre-authenticated and answer 401
-    InvalidAudience to a Graph token). ``limiter``: paces calls per mailbox.
-    The mailer closes none of them.
+    InvalidAudience to a Graph token). ``limiter``: paces calls per mailbox. ``observer``:
+    metrics and spans of every call (none by default). The mailer closes none of them.
     """
 
     def __init__(
@@ -118,6 +119,8 @@ class GraphMailer:
         upload_http: httpx.AsyncClient,
         limiter: GraphLimiter,
         settings: Settings,
+        *,
+        observer: GraphCallObserver | None = None,
     ) -> None:
         if "authorization" in upload_http.headers or upload_http.auth is not None:
             raise ValueError("upload_http must not send an Authorization header")
@@ -125,6 +128,7 @@ class GraphMailer:
         self._upload_http = upload_http
         self._limiter = limiter
         self._settings = settings
+        self._observer = observer or GraphCallObserver()
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -137,9 +141,11 @@ class GraphMailer:
         is_send: bool = False,
     ) -> T:
         try:
-            async with self._limiter.slot(mailbox):
-                with graph_errors(mailbox, operation, is_send=is_send):
-                    return await call()
+            with self._observer.call(operation) as observed:
+                async with self._limiter.slot(mailbox):
+                    observed.slot_acquired()
+                    with graph_errors(mailbox, operation, is_send=is_send):
+                        return await call()
         except GraphUnavailable as exc:
             # A Retry-After (429, or a 503 that carries one) is Graph asking this mailbox to wait:
             # every worker in every process must hold back, not only this one.
@@ -310,7 +316,9 @@ class GraphMailer:
             response = await self._upload_http.put(upload_url, content=chunk, headers=headers)
             return progress_from_response(response, end=offset + len(chunk), total=total, mailbox=mailbox)
 
-        return await self._upload_call(mailbox, "upload chunk", put)
+        progress = await self._upload_call(mailbox, "upload chunk", put)
+        self._observer.uploaded(len(chunk))
+        return progress
 
     async def upload_status(self, upload_url: str, *, mailbox: str | None = None) -> int | None:
         """Return the offset the session expects next (``GET {uploadUrl}``), or ``None`` if it is gone.
@@ -327,7 +335,7 @@ class GraphMailer:
     async def _upload_call(self, mailbox: str | None, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         if mailbox is not None:
             return await self._call(mailbox, operation, call)
-        with graph_errors(None, operation):
+        with self._observer.call(operation), graph_errors(None, operation):
             return await call()
 
     # --- finding and reading ------------------------------------------------------------------

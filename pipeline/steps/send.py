@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 
 import structlog
 from faststream.rabbit import RabbitMessage
@@ -41,7 +42,8 @@ from pipeline.errors import (
 )
 from pipeline.graph import GraphMailer, MessageInfo
 from pipeline.messages import BackupRequest, Dispatch
-from pipeline.outcome import Action, decide, settle
+from pipeline.observability.edge import bind_ids, note_dead_letter, note_retry, note_stage, observed_settle
+from pipeline.outcome import Action, decide
 from pipeline.retry import RetryPolicy
 from pipeline.steps.attachments import attach_all
 from pipeline.steps.compose import outgoing_message
@@ -92,6 +94,7 @@ async def _record_sent(
             now=now,
         )
     email.backup_attempt_count = 1
+    note_stage(ctx, "received_to_sent", email.created_at, now)
     await _publish_backup(ctx, email)
     await ctx.bus.lifecycle(
         "sent", email.publisher_message_id, email.id, now, attempt=email.attempt_count, recovered=recovered
@@ -103,11 +106,21 @@ async def _send_started(ctx: AppContext, email: IncomingEmail, attempt: int) -> 
         return await sending.set_send_started(session, email.id, attempt, utcnow())
 
 
+@dataclass
+class SendAttempt:
+    """What one attempt knows about whether the email may already have been sent."""
+
+    #: True while a send may have happened that nobody has ruled out: set by an earlier try's
+    #: ``send_started_at`` or a resumed attempt, cleared by an unsuccessful Sent Items look-up,
+    #: set again just before our own send call, cleared if that call definitely failed.
+    outcome_unknown: bool
+
+
 async def _send(
-    ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, attempt: int, resumed: bool
+    ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, attempt: int, state: SendAttempt
 ) -> None:
     """Steps 2-5 of the module docstring for one taken email."""
-    if email.send_started_at is not None or resumed:
+    if state.outcome_unknown:
         found = await find_sent_copy(ctx, mailer, email)
         if found is not None:
             log.info("send already happened; recording it", email_id=str(email.id))
@@ -115,21 +128,36 @@ async def _send(
                 ctx, email, method="recovered", recovered=True, internet_message_id=found.internet_message_id
             )
             return
+        state.outcome_unknown = False
     message = outgoing_message(email)
-    if email.route == Route.NO_ATTACHMENT:
-        if not await _send_started(ctx, email, attempt):
-            return
-        await mailer.send_mail(email.mailbox, message)
-        await _record_sent(ctx, email, method="sendMail", recovered=False, internet_message_id=None)
-        return
-    draft_id = await attach_all(ctx, mailer, email, attempt, message)
+    draft_id = None
+    if email.route == Route.ATTACHMENT:
+        draft_id = await attach_all(ctx, mailer, email, attempt, message)
     if not await _send_started(ctx, email, attempt):
         return
-    await mailer.send_draft(email.mailbox, draft_id)
-    await _record_sent(ctx, email, method="draft", recovered=False, internet_message_id=None)
+    state.outcome_unknown = True
+    try:
+        if draft_id is None:
+            await mailer.send_mail(email.mailbox, message)
+        else:
+            await mailer.send_draft(email.mailbox, draft_id)
+    except SendOutcomeUnknown:
+        raise
+    except MailpipeError:
+        state.outcome_unknown = False  # Graph refused or throttled the call: nothing was sent
+        raise
+    await _record_sent(
+        ctx,
+        email,
+        method="sendMail" if draft_id is None else "draft",
+        recovered=False,
+        internet_message_id=None,
+    )
 
 
-async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: MailpipeError) -> None:
+async def _fail(
+    ctx: AppContext, email: IncomingEmail, attempt: int, error: MailpipeError, state: SendAttempt
+) -> None:
     """Park the email for a retry or dead-letter it, as :func:`pipeline.outcome.decide` says."""
     settings = ctx.settings
     policy = RetryPolicy(settings.send_max_attempts, settings.retry_base_delay_s, settings.retry_max_delay_s)
@@ -144,9 +172,12 @@ async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: Mail
                 delay_s=decision.delay_s,
                 error=str(error),
                 reason=decision.reason,
-                keep_send_started=isinstance(error, SendOutcomeUnknown),
+                # An unresolved "maybe sent" survives any later failure (a 503 on the look-up
+                # itself must not turn it into "not sent").
+                keep_send_started=state.outcome_unknown or isinstance(error, SendOutcomeUnknown),
                 now=utcnow(),
             )
+        note_retry(ctx, f"send:{email.route}", decision.reason)
         log.warning(
             "send failed; parked for retry",
             email_id=str(email.id),
@@ -155,6 +186,7 @@ async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: Mail
             attempt=attempt,
         )
         return
+    note_dead_letter(ctx, f"send:{email.route}", decision.reason)
     await dead_letter(
         ctx.bus,
         ctx.sessions,
@@ -196,12 +228,13 @@ async def process_dispatch(ctx: AppContext, dispatch: Dispatch, pool: str) -> st
     await ctx.bus.lifecycle(
         "taken", email.publisher_message_id, email.id, utcnow(), attempt=dispatch.attempt, pool=pool
     )
+    state = SendAttempt(outcome_unknown=email.send_started_at is not None or taken.resumed)
     try:
-        await _send(ctx, mailer, email, dispatch.attempt, taken.resumed)
+        await _send(ctx, mailer, email, dispatch.attempt, state)
     except (StoreUnavailable, BrokerUnavailable):
         raise  # infrastructure: settle() requeues, the redelivery resumes this attempt
     except MailpipeError as exc:
-        await _fail(ctx, email, dispatch.attempt, exc)
+        await _fail(ctx, email, dispatch.attempt, exc, state)
         return "failed"
     return "sent"
 
@@ -211,13 +244,17 @@ async def handle_dispatch(ctx: AppContext, message: RabbitMessage) -> None:
     body: bytes = message.body
     pool = message.raw_message.routing_key or "unknown"
 
-    async def work() -> None:
+    async def work() -> str:
         try:
             dispatch = Dispatch.model_validate_json(body)
         except ValidationError as exc:
             raise InvalidMessage(f"dispatch is invalid: {exc}", reason="schema") from exc
+        bind_ids(
+            incoming_email_id=dispatch.incoming_email_id, publisher_message_id=dispatch.publisher_message_id
+        )
         outcome = await process_dispatch(ctx, dispatch, pool)
         log.debug("dispatch handled", outcome=outcome, email_id=str(dispatch.incoming_email_id))
+        return outcome
 
     async def to_dead_letter(error: Exception) -> None:
         await dead_letter(
@@ -234,4 +271,4 @@ async def handle_dispatch(ctx: AppContext, message: RabbitMessage) -> None:
             message_id=message.raw_message.message_id or f"dead:{uuid.uuid4()}",
         )
 
-    await settle(message, work, to_dead_letter)
+    await observed_settle(ctx, f"send:{pool}", message, work, to_dead_letter)

@@ -1,0 +1,106 @@
+"""SIGKILL a send worker mid-upload and mid-send: each email still leaves exactly once, whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from pipeline.db.models import FileUpload, IncomingEmail
+from pipeline.emulator import expected_file_sha256
+from tests.processes import RoleProcess
+from tests.support import EMULATOR_TOKEN, Publisher, pipeline_settings, running, sample_email, wait_until
+
+BIG = 60 * 1024 * 1024 + 123
+
+
+def worker_env(settings: Any) -> dict[str, object]:
+    keys = ("amqp_url", "database_url", "graph_base_url", "graph_sent_lookup_deadline_s",
+            "graph_sent_lookup_interval_s", "retry_base_delay_s", "retry_max_delay_s",
+            "mailbox_rate_per_s", "mailbox_burst")
+    env: dict[str, object] = {key: getattr(settings, key) for key in keys}
+    env["graph_static_token"] = EMULATOR_TOKEN
+    return env
+
+
+async def _email(ctx: Any, key: str) -> IncomingEmail | None:
+    async with ctx.sessions() as session:
+        return (await session.execute(select(IncomingEmail).where(IncomingEmail.publisher_message_id == key))).scalar_one_or_none()
+
+
+async def test_worker_killed_mid_upload_resumes_and_sends_once_with_the_file_intact(
+    amqp_url: str, database_url: str, emulator: Any, tmp_path: Path
+) -> None:
+    emulator.emulator.update_config({"keep_attachment_bytes": False})
+    settings = pipeline_settings(amqp_url, database_url, emulator)
+    worker = RoleProcess(["send-attachments"], worker_env(settings), tmp_path / "worker.log")
+    email = sample_email(1, attachments=[{"name": "scan.bin", "size": BIG,
+                                          "urlOrId": f"{emulator.root_url}/_emulator/files/{BIG}/42"}])
+    async with running(settings, ["ingest", "scheduler", "backup"]) as ctx, Publisher(amqp_url) as publisher:
+        worker.start()
+        try:
+            await publisher.publish(email)
+
+            async def mid_upload() -> bool:
+                async with ctx.sessions() as session:
+                    row = (await session.execute(select(FileUpload))).scalar_one_or_none()
+                return row is not None and 0 < row.bytes_confirmed < BIG // 2
+
+            await wait_until(mid_upload, timeout_s=120, interval_s=0.05, what="an upload in progress")
+            worker.kill()
+            async with ctx.sessions() as session:
+                confirmed_at_kill = (await session.execute(select(FileUpload))).scalar_one().bytes_confirmed
+            worker.start()
+
+            async def backed_up() -> bool:
+                row = await _email(ctx, "msg-1")
+                return row is not None and row.status == "backed_up"
+
+            await wait_until(backed_up, timeout_s=180, what="the email backed up after the restart")
+        finally:
+            worker.stop()
+    stats = httpx.get(f"{emulator.root_url}/_emulator/stats").json()
+    (sent,) = stats["sent"]
+    assert stats["sends_by_correlation"] == {sent["correlation"]: 1}
+    (attachment,) = sent["attachments"]
+    assert attachment["size"] == BIG
+    assert attachment["sha256"] == expected_file_sha256(BIG, 42)
+    uploaded = sum(box["uploaded_bytes"] for box in stats["mailboxes"].values())
+    print(f"\nkilled at {confirmed_at_kill} of {BIG} bytes; uploaded {uploaded} bytes in total")
+    assert uploaded < 2 * BIG, "the upload resumed instead of starting over"
+
+
+async def test_worker_killed_mid_send_is_not_sent_twice(
+    amqp_url: str, database_url: str, emulator: Any, tmp_path: Path
+) -> None:
+    # Every Graph call takes 2 s, so the kill lands after the send was committed as started
+    # and while Graph is still working on it; the emulator completes the send anyway.
+    emulator.emulator.update_config({"latency_s": 2.0})
+    settings = pipeline_settings(amqp_url, database_url, emulator, graph_sent_lookup_deadline_s=8.0)
+    worker = RoleProcess(["send-no-attachments"], worker_env(settings), tmp_path / "worker.log")
+    async with running(settings, ["ingest", "scheduler", "backup"]) as ctx, Publisher(amqp_url) as publisher:
+        worker.start()
+        try:
+            await publisher.publish(sample_email(2))
+
+            async def send_started() -> bool:
+                row = await _email(ctx, "msg-2")
+                return row is not None and row.send_started_at is not None
+
+            await wait_until(send_started, timeout_s=60, interval_s=0.02, what="the send call to start")
+            worker.kill()
+            worker.start()
+
+            async def backed_up() -> bool:
+                row = await _email(ctx, "msg-2")
+                return row is not None and row.status == "backed_up"
+
+            await wait_until(backed_up, timeout_s=120, what="the email backed up after the restart")
+        finally:
+            worker.stop()
+        row = await _email(ctx, "msg-2")
+    assert row is not None
+    stats = httpx.get(f"{emulator.root_url}/_emulator/stats").json()
+    assert stats["sends_by_correlation"] == {row.correlation_key: 1}
