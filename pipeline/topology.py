@@ -129,12 +129,13 @@ def rabbit_exchange(exchange: Exchange) -> RabbitExchange:
 
 def rabbit_queue(queue: Queue, routing_key: str = "") -> RabbitQueue:
     """The FastStream declaration of ``queue``, bound with ``routing_key`` when consumed."""
+    arguments: Any = dict(queue.arguments)
+    if queue.type == "quorum":
+        return RabbitQueue(
+            queue.name, queue_type=QueueType.QUORUM, durable=True, arguments=arguments, routing_key=routing_key
+        )
     return RabbitQueue(
-        queue.name,
-        queue_type=QueueType.QUORUM if queue.type == "quorum" else QueueType.CLASSIC,
-        durable=True,
-        arguments=dict(queue.arguments),  # type: ignore[arg-type]
-        routing_key=routing_key,
+        queue.name, queue_type=QueueType.CLASSIC, durable=True, arguments=arguments, routing_key=routing_key
     )
 
 

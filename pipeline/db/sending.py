@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,15 +71,15 @@ async def take(
     return Taken(email, resumed=inserted is None)
 
 
-def _guard(email_id: uuid.UUID, attempt: int) -> tuple[object, ...]:
-    return (IncomingEmail.id == email_id, IncomingEmail.attempt_count == attempt)
+def _guard(email_id: uuid.UUID, attempt: int) -> ColumnElement[bool]:
+    return and_(IncomingEmail.id == email_id, IncomingEmail.attempt_count == attempt)
 
 
 async def touch(session: AsyncSession, email_id: uuid.UUID, attempt: int, now: datetime) -> bool:
     """Show the sweeper this attempt is alive (long uploads call it per chunk)."""
     result = await session.execute(
         update(IncomingEmail)
-        .where(*_guard(email_id, attempt), IncomingEmail.status == EmailStatus.SENDING)
+        .where(_guard(email_id, attempt), IncomingEmail.status == EmailStatus.SENDING)
         .values(updated_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -87,7 +87,7 @@ async def touch(session: AsyncSession, email_id: uuid.UUID, attempt: int, now: d
 
 async def set_draft(session: AsyncSession, email_id: uuid.UUID, attempt: int, draft_id: str | None) -> None:
     await session.execute(
-        update(IncomingEmail).where(*_guard(email_id, attempt)).values(graph_draft_id=draft_id)
+        update(IncomingEmail).where(_guard(email_id, attempt)).values(graph_draft_id=draft_id)
     )
 
 
@@ -97,7 +97,7 @@ async def set_send_started(
     """Record (or clear, with None) that a send call is about to happen; False if stale."""
     result = await session.execute(
         update(IncomingEmail)
-        .where(*_guard(email_id, attempt), IncomingEmail.status == EmailStatus.SENDING)
+        .where(_guard(email_id, attempt), IncomingEmail.status == EmailStatus.SENDING)
         .values(send_started_at=now, updated_at=now or IncomingEmail.updated_at)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-import httpx
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -98,86 +97,110 @@ async def _rows(
     return list(rows)
 
 
-async def _save(ctx: AppContext, row: FileUpload, attempt: int, **values: object) -> None:
-    async with store_errors("upload progress"), ctx.sessions.begin() as session:
-        await session.execute(
-            update(FileUpload).where(FileUpload.id == row.id).values(updated_at=utcnow(), **values)
-        )
-        await sending.touch(session, row.incoming_email_id, attempt, utcnow())
-    for key, value in values.items():
-        setattr(row, key, value)
+class DraftFiles:
+    """Puts one email's files on its draft, recording progress row by row."""
 
-
-async def _attach_small(
-    ctx: AppContext,
-    mailer: GraphMailer,
-    http: httpx.AsyncClient,
-    email: IncomingEmail,
-    draft_id: str,
-    item: Attachment,
-    row: FileUpload,
-    attempt: int,
-) -> None:
-    if item.content_bytes is not None:
-        data = item.decoded_bytes()
-    else:
-        data = await fetch_small(http, str(item.url_or_id), size=item.size)
-    await _save(ctx, row, attempt, status="uploading")
-    attachment_id = await mailer.add_attachment(email.mailbox, draft_id, item.name, item.content_type, data)
-    await _save(
-        ctx,
-        row,
-        attempt,
-        status="done",
-        bytes_confirmed=item.size,
-        graph_attachment_id=attachment_id,
-        sha256=hashlib.sha256(data).hexdigest(),
-    )
-
-
-async def _attach_large(
-    ctx: AppContext,
-    mailer: GraphMailer,
-    http: httpx.AsyncClient,
-    email: IncomingEmail,
-    draft_id: str,
-    item: Attachment,
-    row: FileUpload,
-    attempt: int,
-) -> None:
-    offset: int | None = await mailer.upload_status(row.upload_url) if row.upload_url else None
-    if offset is None or row.upload_url is None:
-        session = await mailer.create_upload_session(
-            email.mailbox, draft_id, item.name, item.size, item.content_type
-        )
-        await _save(ctx, row, attempt, status="uploading", upload_url=session.upload_url, bytes_confirmed=0)
-        offset = session.next_offset
-    upload_url = row.upload_url
-    assert upload_url is not None  # noqa: S101 - set just above
-    digest = hashlib.sha256()
-    position = 0
-    location: str | None = None
-    async for chunk in stream_chunks(
-        http, str(item.url_or_id), size=item.size, chunk_bytes=ctx.settings.upload_chunk_bytes
+    def __init__(
+        self, ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, attempt: int, draft_id: str
     ):
-        digest.update(chunk)
-        end = position + len(chunk)
-        if end > offset:
-            piece = chunk[max(0, offset - position) :]
-            progress = await mailer.upload_chunk(upload_url, offset, piece, item.size)
-            offset = progress.next_offset if progress.next_offset is not None else end
-            location = progress.location or location
-            await _save(ctx, row, attempt, bytes_confirmed=offset)
-        position = end
-    await _save(
-        ctx,
-        row,
-        attempt,
-        status="done",
-        bytes_confirmed=item.size,
-        graph_attachment_id=location,
-        sha256=digest.hexdigest(),
-    )
+        self._ctx = ctx
+        self._mailer = mailer
+        self._email = email
+        self._attempt = attempt
+        self._draft_id = draft_id
+        self._http = ctx.require_download_client()
+        self._on_draft: Counter[tuple[str, int]] | None = None
+
+    async def _save(self, row: FileUpload, **values: object) -> None:
+        async with store_errors("upload progress"), self._ctx.sessions.begin() as session:
+            await session.execute(
+                update(FileUpload).where(FileUpload.id == row.id).values(updated_at=utcnow(), **values)
+            )
+            await sending.touch(session, row.incoming_email_id, self._attempt, utcnow())
+        for key, value in values.items():
+            setattr(row, key, value)
+
+    async def _already_on_draft(self, item: Attachment) -> bool:
+        """Whether an earlier try finished this file without recording it (counted once each)."""
+        if self._on_draft is None:
+            listed = await self._mailer.list_attachments(self._email.mailbox, self._draft_id)
+            self._on_draft = Counter((a.name or "", a.size or 0) for a in listed)
+        if self._on_draft[(item.name, item.size)] > 0:
+            self._on_draft[(item.name, item.size)] -= 1
+            return True
+        return False
+
+    async def attach(self, item: Attachment, row: FileUpload) -> None:
+        if row.status == "done":
+            return
+        if item.size < self._ctx.settings.inline_attachment_limit_bytes:
+            await self._attach_small(item, row)
+        else:
+            await self._attach_large(item, row)
+
+    async def _attach_small(self, item: Attachment, row: FileUpload) -> None:
+        # "uploading" means an add may have succeeded before a crash: look before adding again.
+        if row.status == "uploading" and await self._already_on_draft(item):
+            await self._save(row, status="done", bytes_confirmed=item.size)
+            return
+        if item.content_bytes is not None:
+            data = item.decoded_bytes()
+        else:
+            data = await fetch_small(self._http, str(item.url_or_id), size=item.size)
+        await self._save(row, status="uploading")
+        attachment_id = await self._mailer.add_attachment(
+            self._email.mailbox, self._draft_id, item.name, item.content_type, data
+        )
+        await self._save(
+            row,
+            status="done",
+            bytes_confirmed=item.size,
+            graph_attachment_id=attachment_id,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+    async def _resume_offset(self, item: Attachment, row: FileUpload) -> int | None:
+        """Where an interrupted upload session continues, or None to start a new one."""
+        if row.status != "uploading" or row.upload_url is None:
+            return None
+        offset = await self._mailer.upload_status(row.upload_url)
+        if offset is None and await self._already_on_draft(item):
+            return item.size  # the last chunk landed before the crash: the file is on the draft
+        return offset
+
+    async def _attach_large(self, item: Attachment, row: FileUpload) -> None:
+        offset = await self._resume_offset(item, row)
+        if offset is None:
+            session = await self._mailer.create_upload_session(
+                self._email.mailbox, self._draft_id, item.name, item.size, item.content_type
+            )
+            await self._save(row, status="uploading", upload_url=session.upload_url, bytes_confirmed=0)
+            offset = session.next_offset
+        upload_url = row.upload_url or ""
+        # The source is read from the start so the sha256 covers the whole file; bytes before
+        # the resume point are hashed but not uploaded again.
+        digest = hashlib.sha256()
+        position = 0
+        location: str | None = None
+        async for chunk in stream_chunks(
+            self._http, str(item.url_or_id), size=item.size, chunk_bytes=self._ctx.settings.upload_chunk_bytes
+        ):
+            digest.update(chunk)
+            end = position + len(chunk)
+            if end > offset:
+                piece = chunk[max(0, offset - position) :]
+                progress = await self._mailer.upload_chunk(upload_url, offset, piece, item.size)
+                offset = progress.next_offset if progress.next_offset is not None else end
+                location = progress.location or location
+                await self._save(row, bytes_confirmed=offset)
+            position = end
+        await self._save(
+            row,
+            status="done",
+            bytes_confirmed=item.size,
+            graph_attachment_id=location,
+            sha256=digest.hexdigest(),
+        )
 
 
 async def attach_all(
@@ -187,25 +210,10 @@ async def attach_all(
     draft_id = await _ensure_draft(ctx, mailer, email, attempt, message)
     files = stored_send_email(email).attachments
     rows = await _rows(ctx, email, files, draft_id)
-    http = ctx.require_download_client()
-    on_draft: Counter[tuple[str, int]] | None = None
+    builder = DraftFiles(ctx, mailer, email, attempt, draft_id)
     for item, row in zip(files, rows, strict=True):
-        if row.status == "done":
-            continue
-        if row.status == "uploading" and item.size < ctx.settings.inline_attachment_limit_bytes:
-            # An add may have succeeded before the crash: look before adding the file again.
-            on_draft = on_draft or Counter(
-                (a.name, a.size) for a in await mailer.list_attachments(email.mailbox, draft_id)
-            )
-            if on_draft[(item.name, item.size)] > 0:
-                on_draft[(item.name, item.size)] -= 1
-                await _save(ctx, row, attempt, status="done")
-                continue
-        if item.size < ctx.settings.inline_attachment_limit_bytes:
-            await _attach_small(ctx, mailer, http, email, draft_id, item, row, attempt)
-        else:
-            await _attach_large(ctx, mailer, http, email, draft_id, item, row, attempt)
-    await _verify(ctx, mailer, email, attempt, draft_id, files)
+        await builder.attach(item, row)
+    await _verify(ctx, mailer, email, draft_id, files)
     return draft_id
 
 
@@ -213,17 +221,17 @@ async def _verify(
     ctx: AppContext,
     mailer: GraphMailer,
     email: IncomingEmail,
-    attempt: int,
     draft_id: str,
     files: list[Attachment],
 ) -> None:
     expected = Counter((f.name, f.size) for f in files)
-    actual = Counter((a.name, a.size) for a in await mailer.list_attachments(email.mailbox, draft_id))
+    listed = await mailer.list_attachments(email.mailbox, draft_id)
+    actual = Counter((a.name or "", a.size or 0) for a in listed)
     if actual == expected:
         return
     await mailer.delete_message(email.mailbox, draft_id)
     async with store_errors("draft reset"), ctx.sessions.begin() as session:
-        await sending.set_draft(session, email.id, attempt, None)
+        await sending.set_draft(session, email.id, email.attempt_count, None)
         await session.execute(
             update(FileUpload)
             .where(FileUpload.incoming_email_id == email.id)
