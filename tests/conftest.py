@@ -23,6 +23,16 @@ PG_ADMIN_DSN = os.environ.get("MAILPIPE_TEST_PG_DSN", "postgresql://postgres@127
 AMQP_BASE = os.environ.get("MAILPIPE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_logs() -> None:
+    """Tests read results, not logs: keep structlog at INFO so CI output stays readable."""
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+
+
 def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
