@@ -1,0 +1,38 @@
+"""``python -m bench <scenario> [--db sqlite|postgresql] [--emails N] ...``"""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.runner import SCENARIOS, run_scenario
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="mailpipe benchmarks and their peers"
+    )
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--emails", type=int, default=None, help="emails (scenario default when omitted)")
+    parser.add_argument("--mailboxes", type=int, default=None, help="sender mailboxes to spread over")
+    parser.add_argument("--rate", type=float, default=50.0, help="latency: offered emails/s")
+    parser.add_argument("--duration", type=float, default=60.0, help="latency: seconds of offered load")
+    parser.add_argument("--small", type=int, default=1000, help="backlog-memory: the small backlog")
+    parser.add_argument(
+        "--profile", type=float, default=0.0, help="throughput: py-spy each role for S seconds"
+    )
+    args = parser.parse_args()
+    run_scenario(
+        args.scenario,
+        args.db,
+        emails=args.emails,
+        mailboxes=args.mailboxes,
+        rate=args.rate,
+        duration=args.duration,
+        small=args.small,
+        profile=args.profile,
+    )
+
+
+if __name__ == "__main__":
+    main()
