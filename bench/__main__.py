@@ -8,9 +8,7 @@ from bench.runner import SCENARIOS, run_scenario
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench", description="mailpipe benchmarks and their peers"
-    )
+    parser = argparse.ArgumentParser(prog="python -m bench", description="mailpipe benchmarks and their peers")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--emails", type=int, default=None, help="emails (scenario default when omitted)")
@@ -18,9 +16,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="latency: offered emails/s")
     parser.add_argument("--duration", type=float, default=60.0, help="latency: seconds of offered load")
     parser.add_argument("--small", type=int, default=1000, help="backlog-memory: the small backlog")
-    parser.add_argument(
-        "--profile", type=float, default=0.0, help="throughput: py-spy each role for S seconds"
-    )
+    parser.add_argument("--profile", type=float, default=0.0, help="throughput: py-spy each role for S seconds")
     args = parser.parse_args()
     run_scenario(
         args.scenario,

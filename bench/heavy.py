@@ -26,9 +26,7 @@ def attachments(db: str, n: int, mailboxes: int = 8) -> dict[str, Any]:
     with Stack(db, emulator_config=config, settings=_limits(mailboxes)) as stack:
         stack.start_roles()
         files_url = f"{stack.emulator.root_url}/_emulator/files"
-        result = asyncio.run(
-            drive(stack, n, mailboxes, rate=None, timeout_s=3600, files_url=files_url, warmup=2)
-        )
+        result = asyncio.run(drive(stack, n, mailboxes, rate=None, timeout_s=3600, files_url=files_url, warmup=2))
         totals = stack.emulator.stats_totals()
     total_mb = sum(((1 + i % 20) * 2**20 + i) for i in range(n)) / 2**20
     span = result["wall_to_backed_up_s"]
@@ -73,7 +71,5 @@ def backlog_memory(db: str, small: int, large: int, mailboxes: int = 8) -> dict[
             stack.start_roles()
             runs[f"backlog {n}"] = asyncio.run(_drain(stack, n, mailboxes))
     small_rss, large_rss = runs[f"backlog {small}"]["peak_rss_mb"], runs[f"backlog {large}"]["peak_rss_mb"]
-    growth = {
-        r: round(100 * (large_rss[r] - small_rss[r]) / small_rss[r], 1) for r in small_rss if small_rss[r]
-    }
+    growth = {r: round(100 * (large_rss[r] - small_rss[r]) / small_rss[r], 1) for r in small_rss if small_rss[r]}
     return {"runs": runs, "rss_growth_pct_large_vs_small": growth}

@@ -102,9 +102,7 @@ class Proc:
     def __init__(self, name: str, args: Sequence[str], env: Mapping[str, str], log: Path) -> None:
         self.name = name
         handle = log.open("ab")
-        self.popen = subprocess.Popen(
-            list(args), env=dict(env), stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT
-        )
+        self.popen = subprocess.Popen(list(args), env=dict(env), stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
         handle.close()
         self.log = log
 
@@ -171,8 +169,7 @@ class Emulator:
         totals = dict(stats["totals"])
         totals["duplicate_sends"] = sum(1 for n in stats["sends_by_correlation"].values() if n > 1)
         totals["mailboxes"] = {
-            name: {k: v for k, v in box.items() if k != "calls_per_second"}
-            for name, box in stats["mailboxes"].items()
+            name: {k: v for k, v in box.items() if k != "calls_per_second"} for name, box in stats["mailboxes"].items()
         }
         return totals
 
@@ -206,8 +203,6 @@ def start_roles(roles: Sequence[str], settings: Mapping[str, object], workdir: P
     """One OS process per role, as one Deployment per role would run them."""
     env = mailpipe_env(settings)
     return {
-        role: Proc(
-            role, [sys.executable, "-m", "pipeline", "run", "--role", role], env, workdir / f"{role}.log"
-        )
+        role: Proc(role, [sys.executable, "-m", "pipeline", "run", "--role", role], env, workdir / f"{role}.log")
         for role in roles
     }

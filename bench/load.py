@@ -128,17 +128,12 @@ class Load:
     async def counts(self, prefix: str) -> dict[str, int]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                text(
-                    "SELECT status, count(*) FROM incoming_emails "
-                    "WHERE publisher_message_id LIKE :p GROUP BY status"
-                ),
+                text("SELECT status, count(*) FROM incoming_emails WHERE publisher_message_id LIKE :p GROUP BY status"),
                 {"p": prefix + "%"},
             )
             return {str(status): int(n) for status, n in rows.all()}
 
-    async def wait_done(
-        self, prefix: str, total: int, timeout_s: float, final: str = "backed_up"
-    ) -> dict[str, int]:
+    async def wait_done(self, prefix: str, total: int, timeout_s: float, final: str = "backed_up") -> dict[str, int]:
         deadline = time.monotonic() + timeout_s
         counts: dict[str, int] = {}
         while time.monotonic() < deadline:

@@ -23,8 +23,10 @@ def _by_name(match: Callable[[psutil.Process], bool]) -> list[int]:
 def broker_pids() -> list[int]:
     """RabbitMQ's Erlang VM (``beam.smp``); epmd and inet_gethost are negligible."""
     return _by_name(
-        lambda p: (p.info["name"] or "").startswith("beam")
-        and not any("rabbitmqctl" in arg or "escript" in arg for arg in p.info["cmdline"] or [])
+        lambda p: (
+            (p.info["name"] or "").startswith("beam")
+            and not any("rabbitmqctl" in arg or "escript" in arg for arg in p.info["cmdline"] or [])
+        )
     )
 
 

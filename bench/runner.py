@@ -20,9 +20,7 @@ from bench.infra import RESULTS
 __all__ = ["SCENARIOS", "machine", "run_scenario"]
 
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
-    "throughput": lambda db, o: scenarios.throughput(
-        db, o["emails"] or 2000, o["mailboxes"] or 8, o["profile"]
-    ),
+    "throughput": lambda db, o: scenarios.throughput(db, o["emails"] or 2000, o["mailboxes"] or 8, o["profile"]),
     "latency": lambda db, o: scenarios.latency(db, o["rate"], o["duration"], o["mailboxes"] or 8),
     "realistic-graph": lambda db, o: scenarios.realistic_graph(db, o["emails"] or 1500, o["mailboxes"] or 20),
     "attachments": lambda db, o: heavy.attachments(db, o["emails"] or 200),
@@ -77,9 +75,7 @@ def _row(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [(k, str(result[k])) for k in keys if k in result]
     for name, figures in result.get("latency", {}).items():
         if figures.get("n"):
-            rows.append(
-                (name, f"p50 {figures['p50_ms']} / p95 {figures['p95_ms']} / p99 {figures['p99_ms']} ms")
-            )
+            rows.append((name, f"p50 {figures['p50_ms']} / p95 {figures['p95_ms']} / p99 {figures['p99_ms']} ms"))
     rows.extend(
         (key, ", ".join(f"{k} {v}" for k, v in result[key].items()))
         for key in ("cpu_s", "peak_rss_mb", "other_cpu_ms_per_email")

@@ -91,9 +91,7 @@ async def drive(
         "peak_rss_mb": rss,
         "warmup_emails": warmup,
         "latency": {
-            "publish_to_receipt": percentiles(
-                [receipts[k] - published[k] for k in receipts if k in published]
-            ),
+            "publish_to_receipt": percentiles([receipts[k] - published[k] for k in receipts if k in published]),
             "publish_to_sent": percentiles([sent[k] - published[k] for k in sent if k in published]),
             "publish_to_backed_up": percentiles([backed[k] - published[k] for k in backed if k in published]),
         },
@@ -104,9 +102,7 @@ async def drive(
     return result
 
 
-def throughput(
-    db: str, n: int, mailboxes: int = 8, profile_s: float = 0.0, timeout_s: float = 1800
-) -> dict[str, Any]:
+def throughput(db: str, n: int, mailboxes: int = 8, profile_s: float = 0.0, timeout_s: float = 1800) -> dict[str, Any]:
     limits = generous(mailboxes)
     with Stack(db, emulator_config=UNTHROTTLED, settings=_settings(limits)) as stack:
         stack.start_roles()
@@ -122,9 +118,7 @@ def latency(db: str, rate: float = 50.0, duration_s: float = 60.0, mailboxes: in
     with Stack(db, emulator_config=UNTHROTTLED, settings=_settings(limits)) as stack:
         stack.start_roles()
         result = asyncio.run(drive(stack, n, mailboxes, rate=rate, timeout_s=duration_s + 600))
-        result.update(
-            offered_per_s=rate, duration_s=duration_s, emulator=_trim(stack.emulator.stats_totals())
-        )
+        result.update(offered_per_s=rate, duration_s=duration_s, emulator=_trim(stack.emulator.stats_totals()))
         return result
 
 

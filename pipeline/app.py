@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable
-
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faststream import AckPolicy, FastStream
 from faststream.message import StreamMessage
@@ -24,6 +23,7 @@ from pipeline.context import AppContext
 from pipeline.db.engine import create_engine, create_sessionmaker
 from pipeline.lifecycle import RoleServices
 from pipeline.messaging import Bus, create_broker
+from pipeline.observability.wiring import instrument_broker
 from pipeline.settings import ROLES, Role, Settings
 from pipeline.steps import backup, ingest, scheduler, send
 from pipeline.topology import (
@@ -39,6 +39,9 @@ from pipeline.topology import (
     rabbit_queue,
 )
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
 __all__ = ["build_context", "create_app"]
 
 
@@ -48,9 +51,12 @@ async def raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
 
-def build_context(settings: Settings, broker: RabbitBroker | None = None) -> AppContext:
+def build_context(
+    settings: Settings, broker: RabbitBroker | None = None, *, tracer_provider: TracerProvider | None = None
+) -> AppContext:
     """The clients every role shares; nothing connects until the app starts."""
     broker = broker or create_broker(settings)
+    metrics, tracing = instrument_broker(settings, broker, tracer_provider)
     engine = create_engine(settings)
     return AppContext(
         settings=settings,
@@ -59,16 +65,23 @@ def build_context(settings: Settings, broker: RabbitBroker | None = None) -> App
         sessions=create_sessionmaker(engine),
         bus=Bus(broker),
         worker_name=f"{socket.gethostname()}:{os.getpid()}",
+        metrics=metrics,
+        tracing=tracing,
     )
 
 
-def create_app(settings: Settings, roles: Iterable[Role] = ROLES) -> tuple[FastStream, AppContext]:
-    """Build the FastStream application running ``roles``, and the context it is wired with."""
+def create_app(
+    settings: Settings, roles: Iterable[Role] = ROLES, *, tracer_provider: TracerProvider | None = None
+) -> tuple[FastStream, AppContext]:
+    """Build the FastStream application running ``roles``, and the context it is wired with.
+
+    ``tracer_provider`` (tests) traces with it instead of what ``MAILPIPE_OTLP_ENDPOINT`` says.
+    """
     chosen = tuple(dict.fromkeys(roles))
     unknown = [r for r in chosen if r not in ROLES]
     if unknown:
         raise ValueError(f"unknown role(s) {unknown}; choose from {', '.join(ROLES)}")
-    ctx = build_context(settings)
+    ctx = build_context(settings, tracer_provider=tracer_provider)
     broker = ctx.broker
 
     def channel(prefetch: int) -> Channel:

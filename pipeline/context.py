@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
     from pipeline.crypto import KeyRing
     from pipeline.graph import GraphMailer
+    from pipeline.observability.http import HealthServer
+    from pipeline.observability.metrics import Metrics
+    from pipeline.observability.tracing import Tracing
     from pipeline.steps.scheduler import Scheduler
 
 __all__ = ["AppContext"]
@@ -40,6 +43,9 @@ class AppContext:
     mailer: GraphMailer | None = None
     download_client: httpx.AsyncClient | None = None
     scheduler: Scheduler | None = None
+    metrics: Metrics | None = None
+    tracing: Tracing | None = None
+    http_server: HealthServer | None = None
 
     def require_mailer(self) -> GraphMailer:
         if self.mailer is None:

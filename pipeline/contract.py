@@ -54,9 +54,7 @@ def _contract_broker() -> RabbitBroker:
     events = rabbit_exchange(EVENTS)
 
     @broker.subscriber(rabbit_queue(INGEST_QUEUE, "send-email"), commands, title="send-email")
-    @broker.publisher(
-        exchange=events, routing_key="email.received", title="email.received", schema=SendEmailReceived
-    )
+    @broker.publisher(exchange=events, routing_key="email.received", title="email.received", schema=SendEmailReceived)
     async def send_email(body: SendEmail) -> None:
         """Publishers send one SendEmail per email; the receipt follows on reply_to and mail.events."""
 
@@ -64,13 +62,9 @@ def _contract_broker() -> RabbitBroker:
     async def cancel_email(body: CancelEmail) -> None:
         """Cancel an email that has not been dispatched yet."""
 
-    @broker.subscriber(
-        rabbit_queue(NO_ATTACHMENT_QUEUE, "no-attachment"), dispatch, title="dispatch.no-attachment"
-    )
+    @broker.subscriber(rabbit_queue(NO_ATTACHMENT_QUEUE, "no-attachment"), dispatch, title="dispatch.no-attachment")
     @broker.subscriber(rabbit_queue(ATTACHMENT_QUEUE, "attachment"), dispatch, title="dispatch.attachment")
-    @broker.publisher(
-        exchange=events, routing_key="email.sent", title="email.lifecycle", schema=EmailLifecycleEvent
-    )
+    @broker.publisher(exchange=events, routing_key="email.sent", title="email.lifecycle", schema=EmailLifecycleEvent)
     async def dispatch_email(body: Dispatch) -> None:
         """Internal: scheduler to the send pools."""
 

@@ -89,7 +89,5 @@ def load_keyring(settings: Settings) -> KeyRing | None:
         try:
             return parse_keys(settings.encryption_keys_file.read_text())
         except OSError as exc:
-            raise ConfigError(
-                f"MAILPIPE_ENCRYPTION_KEYS_FILE: cannot read {settings.encryption_keys_file}"
-            ) from exc
+            raise ConfigError(f"MAILPIPE_ENCRYPTION_KEYS_FILE: cannot read {settings.encryption_keys_file}") from exc
     return None

@@ -20,9 +20,7 @@ PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 410, 414, 451})
 
 def _check_status(response: httpx.Response, url: str) -> None:
     if response.status_code in PERMANENT_STATUSES:
-        raise AttachmentError(
-            f"attachment {url} answered {response.status_code}", reason="attachment-not-found"
-        )
+        raise AttachmentError(f"attachment {url} answered {response.status_code}", reason="attachment-not-found")
     if response.status_code >= 400:
         raise AttachmentUnavailable(f"attachment {url} answered {response.status_code}")
 

@@ -1,10 +1,11 @@
 """Start and stop what each role needs, around the FastStream broker's own lifecycle.
 
 Order at start: (migrations, if asked) -> broker connection -> the whole topology declared ->
-role clients (Graph, downloads) -> consumers start (FastStream) -> background loops. The
-topology is declared before any consumer runs because publishing to an exchange that does not
-exist closes the channel. At stop: loops are cancelled, FastStream drains in-flight handlers for
-``graceful_timeout_s``, then clients are closed.
+role clients (Graph, downloads) -> health port bound -> consumers start (FastStream) -> health
+server and background loops (the scheduler role also runs the metrics sampler and retention).
+The topology is declared before any consumer runs because publishing to an exchange that does
+not exist closes the channel. At stop: ``/readyz`` turns 503, loops are cancelled, FastStream
+drains in-flight handlers for ``graceful_timeout_s``, then clients and the health server close.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from pipeline.db.migrate import upgrade
 from pipeline.graph import GraphMailer, build_graph_client
 from pipeline.limiter import build_limiter
 from pipeline.messaging import declare_topology
+from pipeline.observability.graphcalls import GraphCallObserver
+from pipeline.observability.http import HealthServer
+from pipeline.observability.sampler import Sampler
+from pipeline.retention import run_forever as run_retention_forever
 from pipeline.settings import Role
 from pipeline.steps.scheduler import Scheduler
 
@@ -40,6 +45,7 @@ class RoleServices:
         self._roles = tuple(roles)
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()
+        self._sampler: Sampler | None = None
 
     async def before_start(self) -> None:
         ctx, settings = self._ctx, self._ctx.settings
@@ -61,16 +67,30 @@ class RoleServices:
             limiter = await build_limiter(ctx)
             self._stack.push_async_callback(limiter.aclose)
             ctx.download_client = plain
-            ctx.mailer = GraphMailer(graph, plain, limiter, settings)
+            tracer = ctx.tracing.tracer if ctx.tracing is not None else None
+            ctx.mailer = GraphMailer(graph, plain, limiter, settings, observer=GraphCallObserver(ctx.metrics, tracer))
         if "scheduler" in self._roles:
             ctx.scheduler = Scheduler(ctx)
+        # Bound last here, still before any consumer runs: a taken port fails the start.
+        ctx.http_server = HealthServer(ctx)
+        ctx.http_server.bind()
         log.info("roles ready", roles=list(self._roles), worker=ctx.worker_name)
 
     async def after_start(self) -> None:
-        if self._ctx.scheduler is not None:
-            self._tasks.append(asyncio.create_task(self._ctx.scheduler.run_forever(), name="scheduler"))
+        ctx = self._ctx
+        if ctx.http_server is not None:
+            await ctx.http_server.start()
+        if ctx.scheduler is not None:
+            self._tasks.append(asyncio.create_task(ctx.scheduler.run_forever(), name="scheduler"))
+            # Database-wide work runs in the scheduler role only, not in every worker pod.
+            self._tasks.append(asyncio.create_task(run_retention_forever(ctx.sessions, ctx.settings), name="retention"))
+            if ctx.metrics is not None:
+                self._sampler = Sampler(ctx, ctx.metrics)
+                self._tasks.append(asyncio.create_task(self._sampler.run_forever(), name="metrics-sampler"))
 
     async def stop(self) -> None:
+        if self._ctx.http_server is not None:
+            self._ctx.http_server.draining()  # /readyz says 503 while in-flight messages drain
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -79,5 +99,12 @@ class RoleServices:
         self._tasks.clear()
 
     async def close(self) -> None:
+        # The health server outlives the drain, so /livez answers until the process exits.
+        if self._ctx.http_server is not None:
+            await self._ctx.http_server.stop()
+        if self._sampler is not None:
+            await self._sampler.aclose()
         await self._stack.aclose()
         await self._ctx.engine.dispose()
+        if self._ctx.tracing is not None:
+            self._ctx.tracing.shutdown()

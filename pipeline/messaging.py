@@ -82,9 +82,7 @@ class Bus:
                 timeout=PUBLISH_TIMEOUT_S,
             )
         except (PublishError, DeliveryError) as exc:
-            raise BrokerUnavailable(
-                f"broker did not accept the message for {exchange}/{routing_key}: {exc}"
-            ) from exc
+            raise BrokerUnavailable(f"broker did not accept the message for {exchange}/{routing_key}: {exc}") from exc
         except (AMQPError, ConnectionError, TimeoutError) as exc:
             raise BrokerUnavailable(f"publishing to {exchange}/{routing_key} failed: {exc!r}") from exc
 

@@ -32,7 +32,7 @@ from pipeline.errors import MailpipeError, PermanentError, TransientError
 from pipeline.retry import RetryPolicy
 from pipeline.topology import DELIVERY_LIMIT
 
-__all__ = ["Action", "Decision", "DeadLetterer", "decide", "delivery_count", "settle"]
+__all__ = ["Action", "DeadLetterer", "Decision", "decide", "delivery_count", "settle"]
 
 log = structlog.get_logger(__name__)
 
@@ -84,9 +84,7 @@ def _requeue_delay_s(count: int) -> float:
     return float(min(30.0, 0.5 * 2**count))
 
 
-async def settle(
-    message: AckableMessage, work: Callable[[], Awaitable[None]], dead_letter: DeadLetterer
-) -> None:
+async def settle(message: AckableMessage, work: Callable[[], Awaitable[None]], dead_letter: DeadLetterer) -> None:
     """Run ``work`` for ``message`` and ack, requeue or dead-letter it (see the module table)."""
     count = delivery_count(message)
     try:

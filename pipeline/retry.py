@@ -25,9 +25,7 @@ class RetryPolicy:
     base_delay_s: float = 1.0
     max_delay_s: float = 300.0
 
-    def delay_s(
-        self, attempt: int, retry_after_s: float | None = None, rng: random.Random | None = None
-    ) -> float:
+    def delay_s(self, attempt: int, retry_after_s: float | None = None, rng: random.Random | None = None) -> float:
         """Seconds to wait before attempt ``attempt + 1``, given the failed attempt number (1-based).
 
         A server's ``Retry-After`` wins exactly (it is what Graph asks for; waiting less earns

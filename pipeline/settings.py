@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # --- connections -------------------------------------------------------------------------
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
     database_url: str = "sqlite+aiosqlite:///./mailpipe.db"
+    #: PostgreSQL connections per process (plus half as many again in overflow). Handlers hold one
+    #: only for a short transaction and otherwise queue for it, so this can be well below the sum
+    #: of prefetch counts; keep pods x (pool + overflow) under the server's max_connections.
     db_pool_size: int = Field(default=10, ge=1, le=200)
     #: Apply database migrations when a role starts (the demo does; Helm runs a Job instead).
     auto_migrate: bool = False
@@ -53,6 +56,9 @@ class Settings(BaseSettings):
     graph_sent_lookup_deadline_s: float = Field(default=60.0, ge=0)
     graph_sent_lookup_interval_s: float = Field(default=2.0, gt=0)
     graph_save_to_sent_items: bool = True
+    #: Sent Items shows the sent copy seconds after the send: the backup is scheduled this long
+    #: after it instead of looking too early and retrying.
+    backup_delay_s: float = Field(default=2.0, ge=0)
 
     # --- message limits ----------------------------------------------------------------------
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
@@ -146,9 +152,7 @@ class Settings(BaseSettings):
                 "and a client secret or certificate instead"
             )
         if self.graph_secret_file_conflict:
-            raise ValueError(
-                "set only one of MAILPIPE_GRAPH_CLIENT_SECRET and MAILPIPE_GRAPH_CLIENT_SECRET_FILE"
-            )
+            raise ValueError("set only one of MAILPIPE_GRAPH_CLIENT_SECRET and MAILPIPE_GRAPH_CLIENT_SECRET_FILE")
         return self
 
     @property
@@ -178,8 +182,7 @@ class Settings(BaseSettings):
         has_secret = self.graph_client_secret or self.graph_client_secret_file or self.graph_certificate_path
         if not has_secret:
             missing.append(
-                "MAILPIPE_GRAPH_CLIENT_SECRET (or MAILPIPE_GRAPH_CLIENT_SECRET_FILE, "
-                "MAILPIPE_GRAPH_CERTIFICATE_PATH)"
+                "MAILPIPE_GRAPH_CLIENT_SECRET (or MAILPIPE_GRAPH_CLIENT_SECRET_FILE, MAILPIPE_GRAPH_CERTIFICATE_PATH)"
             )
         if missing:
             raise ConfigError("Graph credentials missing: set " + ", ".join(missing))

@@ -7,6 +7,7 @@ tests fail (they do not skip): CI must prove the guarantees, not silently pass w
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import uuid
@@ -15,8 +16,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 
 from pipeline.db.migrate import upgrade
+from pipeline.emulator import EmulatorConfig, serve_in_thread
 from tests.support import EMULATOR_TOKEN
 
 PG_ADMIN_DSN = os.environ.get("MAILPIPE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -26,10 +29,6 @@ AMQP_BASE = os.environ.get("MAILPIPE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_logs() -> None:
     """Tests read results, not logs: keep structlog at INFO so CI output stays readable."""
-    import logging
-
-    import structlog
-
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
 
 
@@ -78,8 +77,5 @@ async def database_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterato
 @pytest.fixture
 def emulator() -> Iterator[Any]:
     """The Graph emulator on a free loopback port, reached through the real msgraph-sdk path."""
-    from pipeline.emulator import EmulatorConfig, serve_in_thread
-
     with serve_in_thread(EmulatorConfig(static_token=EMULATOR_TOKEN, sent_items_delay_s=0.2, seed=7)) as running:
         yield running
-

@@ -17,6 +17,7 @@ def role_env(settings: Mapping[str, object]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILPIPE_")}
     env.update({f"MAILPIPE_{k.upper()}": str(v) for k, v in settings.items()})
     env.setdefault("MAILPIPE_LOG_FORMAT", "json")
+    env.setdefault("MAILPIPE_HTTP_PORT", "0")  # a free port each: several roles run side by side
     env["PYTHONPATH"] = str(ROOT)
     return env
 
@@ -35,8 +36,9 @@ class RoleProcess:
         for role in self.roles:
             args += ["--role", role]
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(args, env=role_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
-                                        cwd=ROOT)
+        self.process = subprocess.Popen(
+            args, env=role_env(self.settings), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
         log.close()
         return self
 

@@ -21,6 +21,9 @@ from pipeline.settings import ROLES, Role, Settings
 @asynccontextmanager
 async def running(settings: Settings, roles: Sequence[Role] = ROLES) -> AsyncIterator[AppContext]:
     """Run mailpipe's roles in this event loop for the duration of the block."""
+    if settings.http_port == Settings.model_fields["http_port"].default:
+        # Tests and role subprocesses run side by side: each health server takes a free port.
+        settings = settings.model_copy(update={"http_port": 0})
     app, ctx = create_app(settings, roles)
     async with app:
         yield ctx
@@ -68,22 +71,31 @@ class Publisher:
         await self.connection.close()
 
     async def publish(
-        self, body: bytes | dict[str, Any], *, routing_key: str = "send-email", reply_to: str | None = None,
+        self,
+        body: bytes | dict[str, Any],
+        *,
+        routing_key: str = "send-email",
+        reply_to: str | None = None,
         message_id: str | None = None,
     ) -> None:
         assert self.channel is not None
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         exchange = await self.channel.get_exchange("mail.commands")
         await exchange.publish(
-            aio_pika.Message(raw, content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                             reply_to=reply_to, message_id=message_id),
+            aio_pika.Message(
+                raw,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                reply_to=reply_to,
+                message_id=message_id,
+            ),
             routing_key=routing_key,
         )
 
     async def publish_many(self, bodies: Sequence[bytes | dict[str, Any]], **kwargs: Any) -> None:
         """Publish with up to 100 confirms in flight."""
         for start in range(0, len(bodies), 100):
-            await asyncio.gather(*(self.publish(b, **kwargs) for b in bodies[start:start + 100]))
+            await asyncio.gather(*(self.publish(b, **kwargs) for b in bodies[start : start + 100]))
 
     async def wait_for_consumer(self, queue_name: str, *, timeout_s: float = 60.0) -> None:
         """Wait until ``queue_name`` exists and has a consumer (the role has started)."""

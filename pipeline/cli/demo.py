@@ -23,6 +23,8 @@ from sqlalchemy import func, select
 __all__ = ["demo_emails", "register"]
 
 FINAL = ("backed_up", "failed", "cancelled")
+#: The built-in emulator's bearer token: a fixed test value, not a secret.
+DEMO_TOKEN = "demo-token"  # noqa: S105
 
 
 def demo_emails(count: int, files_url: str | None, run_id: str) -> list[dict[str, Any]]:
@@ -41,12 +43,24 @@ def demo_emails(count: int, files_url: str | None, run_id: str) -> list[dict[str
         kind = n % 5
         if kind == 3:
             data = f"invoice {n}\n".encode() * 100
-            email["attachments"] = [{"name": f"invoice-{n}.txt", "size": len(data), "contentType": "text/plain",
-                                     "contentBytes": base64.b64encode(data).decode()}]
+            email["attachments"] = [
+                {
+                    "name": f"invoice-{n}.txt",
+                    "size": len(data),
+                    "contentType": "text/plain",
+                    "contentBytes": base64.b64encode(data).decode(),
+                }
+            ]
         elif kind == 4 and files_url:
             size = 5 * 1024 * 1024 + n
-            email["attachments"] = [{"name": f"scan-{n}.pdf", "size": size, "contentType": "application/pdf",
-                                     "urlOrId": f"{files_url}/{size}/{n}"}]
+            email["attachments"] = [
+                {
+                    "name": f"scan-{n}.pdf",
+                    "size": size,
+                    "contentType": "application/pdf",
+                    "urlOrId": f"{files_url}/{size}/{n}",
+                }
+            ]
         emails.append(email)
     return emails
 
@@ -65,10 +79,16 @@ async def _run_demo(count: int, timeout_s: float) -> bool:
     with contextlib.ExitStack() as stack:
         files_url = None
         if settings.graph_static_token is None and settings.graph_client_id is None:
-            emulator = stack.enter_context(serve_in_thread(EmulatorConfig(static_token="demo-token",
-                                                                          sent_items_delay_s=0.5)))
-            settings = settings_or_exit(auto_migrate=True, log_level="WARNING", graph_base_url=emulator.base_url,
-                                        graph_static_token="demo-token", graph_sent_lookup_deadline_s=10.0)
+            emulator = stack.enter_context(
+                serve_in_thread(EmulatorConfig(static_token=DEMO_TOKEN, sent_items_delay_s=0.5))
+            )
+            settings = settings_or_exit(
+                auto_migrate=True,
+                log_level="WARNING",
+                graph_base_url=emulator.base_url,
+                graph_static_token=DEMO_TOKEN,
+                graph_sent_lookup_deadline_s=10.0,
+            )
             files_url = f"{emulator.root_url}/_emulator/files"
             console.print(f"Graph emulator on {emulator.root_url}")
         app, ctx = create_app(settings)
@@ -77,7 +97,9 @@ async def _run_demo(count: int, timeout_s: float) -> bool:
         async with app:
             for email in emails:
                 await ctx.bus.publish(
-                    _json(email), exchange=COMMANDS.name, routing_key="send-email",
+                    _json(email),
+                    exchange=COMMANDS.name,
+                    routing_key="send-email",
                     message_id=email["publisher_message_id"],
                 )
             keys = [e["publisher_message_id"] for e in emails]
@@ -94,9 +116,12 @@ async def _run_demo(count: int, timeout_s: float) -> bool:
                             .where(IncomingEmail.publisher_message_id.in_(keys))
                             .group_by(IncomingEmail.status)
                         )
-                        statuses = Counter({status: n for status, n in rows.all()})
-                    progress.update(task, completed=sum(statuses[s] for s in FINAL),
-                                    description=f"emails final ({statuses['backed_up']} backed up)")
+                        statuses = Counter({str(status): int(n) for status, n in rows.all()})
+                    progress.update(
+                        task,
+                        completed=sum(statuses[s] for s in FINAL),
+                        description=f"emails final ({statuses['backed_up']} backed up)",
+                    )
                     if sum(statuses[s] for s in FINAL) == len(keys):
                         break
                     await asyncio.sleep(0.5)

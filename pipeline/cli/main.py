@@ -48,9 +48,7 @@ def fail(message: str) -> typer.Exit:
 def run(
     role: Annotated[
         list[str] | None,
-        typer.Option(
-            "--role", "-r", help=f"Role(s) to run; repeat for several. Default: all of {', '.join(ROLES)}."
-        ),
+        typer.Option("--role", "-r", help=f"Role(s) to run; repeat for several. Default: all of {', '.join(ROLES)}."),
     ] = None,
 ) -> None:
     """Run mailpipe's consumers (all roles in one process unless --role picks some)."""
@@ -106,12 +104,11 @@ def topology_export(
 
 @app.command("graph-emulator")
 def graph_emulator(
+    *,
     host: Annotated[str, typer.Option(help="Bind address (loopback only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8081,
-    token: Annotated[str, typer.Option(help="Bearer token the emulator accepts.")] = "emulator-token",
-    sent_items_delay_s: Annotated[
-        float, typer.Option(min=0.0, help="Delay before Sent Items shows a copy.")
-    ] = 0.5,
+    token: Annotated[str, typer.Option(help="Bearer token the emulator accepts.")] = "emulator-token",  # noqa: S107
+    sent_items_delay_s: Annotated[float, typer.Option(min=0.0, help="Delay before Sent Items shows a copy.")] = 0.5,
     latency_s: Annotated[float, typer.Option(min=0.0, help="Added latency per Graph call.")] = 0.0,
     allow_public: Annotated[
         bool, typer.Option("--allow-public", help="Allow a non-loopback bind (containers only).")
@@ -129,9 +126,12 @@ def graph_emulator(
 
 
 def _register_optional_commands() -> None:
-    from pipeline.cli import demo  # noqa: PLC0415
+    from pipeline.cli import demo, dlq, limits, ops  # noqa: PLC0415
 
     demo.register(app)
+    dlq.register(app)
+    limits.register(app)
+    ops.register(app)
 
 
 def main() -> None:

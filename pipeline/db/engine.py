@@ -38,8 +38,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=settings.db_pool_size // 2,
         pool_pre_ping=True,
+        pool_timeout=120,
         pool_recycle=1800,
     )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from pipeline.errors import StoreUnavailable
 
@@ -33,5 +34,11 @@ def _is_connection_error(exc: DBAPIError) -> bool:
     name = type(exc.orig).__name__ if exc.orig is not None else ""
     return any(
         marker in name
-        for marker in ("ConnectionDoesNotExist", "CannotConnectNow", "ConnectionFailure", "AdminShutdown")
+        for marker in (
+            "ConnectionDoesNotExist",
+            "CannotConnectNow",
+            "ConnectionFailure",
+            "AdminShutdown",
+            "TooManyConnections",
+        )
     )

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pipeline.db.events import record_event
 from pipeline.db.models import EmailStatus, IncomingEmail, Route
 
-__all__ = ["Claimed", "IN_FLIGHT", "cancel", "claim_due", "claim_due_backups", "claim_stuck", "free_slots"]
+__all__ = ["IN_FLIGHT", "Claimed", "cancel", "claim_due", "claim_due_backups", "claim_stuck", "free_slots"]
 
 #: Statuses that hold one of a pool's in-flight slots.
 IN_FLIGHT = (EmailStatus.DISPATCHED, EmailStatus.SENDING)
@@ -67,9 +67,7 @@ async def claim_due(session: AsyncSession, route: str, cap: int, batch: int, now
             .with_for_update(skip_locked=True)
         )
     ).all()
-    return await _mark_dispatched(
-        session, [(r.id, r.publisher_message_id, r.attempt_count) for r in rows], route, now
-    )
+    return await _mark_dispatched(session, [(r.id, r.publisher_message_id, r.attempt_count) for r in rows], route, now)
 
 
 async def _mark_dispatched(
@@ -88,9 +86,7 @@ async def _mark_dispatched(
             updated_at=now,
         )
     )
-    claimed = [
-        Claimed(email_id, publisher_id, route, attempts + 1) for email_id, publisher_id, attempts in rows
-    ]
+    claimed = [Claimed(email_id, publisher_id, route, attempts + 1) for email_id, publisher_id, attempts in rows]
     for item in claimed:
         record_event(
             session,
@@ -157,10 +153,7 @@ async def claim_stuck(
                 IncomingEmail.backup_attempt_count,
             )
             .where(
-                (
-                    (IncomingEmail.status == EmailStatus.DISPATCHED)
-                    & (IncomingEmail.updated_at < dispatched_before)
-                )
+                ((IncomingEmail.status == EmailStatus.DISPATCHED) & (IncomingEmail.updated_at < dispatched_before))
                 | (
                     IncomingEmail.status.in_((EmailStatus.SENDING, EmailStatus.SENT))
                     & (IncomingEmail.updated_at < sending_before)
@@ -206,15 +199,11 @@ async def claim_stuck(
     return claimed
 
 
-async def cancel(
-    session: AsyncSession, publisher_message_id: str, now: datetime
-) -> tuple[uuid.UUID | None, str]:
+async def cancel(session: AsyncSession, publisher_message_id: str, now: datetime) -> tuple[uuid.UUID | None, str]:
     """Cancel an email that no worker has started sending; return its id and the outcome."""
     row = (
         await session.execute(
-            select(IncomingEmail)
-            .where(IncomingEmail.publisher_message_id == publisher_message_id)
-            .with_for_update()
+            select(IncomingEmail).where(IncomingEmail.publisher_message_id == publisher_message_id).with_for_update()
         )
     ).scalar_one_or_none()
     if row is None:

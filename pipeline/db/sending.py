@@ -39,7 +39,7 @@ class Taken:
 
 
 async def take(
-    session: AsyncSession, email_id: uuid.UUID, attempt: int, pool: str, worker: str, now: datetime
+    session: AsyncSession, email_id: uuid.UUID, attempt: int, *, pool: str, worker: str, now: datetime
 ) -> Taken | None:
     """Persist the worker receipt and move the email to ``sending``; None if the dispatch is stale."""
     email = (
@@ -48,7 +48,7 @@ async def take(
     if email is None or email.attempt_count != attempt:
         return None
     if email.status not in (EmailStatus.DISPATCHED, EmailStatus.SENDING):
-        return Taken(email, resumed=False) if email.status == EmailStatus.SENT else None
+        return None
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     inserted = (
         await session.execute(
@@ -86,14 +86,10 @@ async def touch(session: AsyncSession, email_id: uuid.UUID, attempt: int, now: d
 
 
 async def set_draft(session: AsyncSession, email_id: uuid.UUID, attempt: int, draft_id: str | None) -> None:
-    await session.execute(
-        update(IncomingEmail).where(_guard(email_id, attempt)).values(graph_draft_id=draft_id)
-    )
+    await session.execute(update(IncomingEmail).where(_guard(email_id, attempt)).values(graph_draft_id=draft_id))
 
 
-async def set_send_started(
-    session: AsyncSession, email_id: uuid.UUID, attempt: int, now: datetime | None
-) -> bool:
+async def set_send_started(session: AsyncSession, email_id: uuid.UUID, attempt: int, now: datetime | None) -> bool:
     """Record (or clear, with None) that a send call is about to happen; False if stale."""
     result = await session.execute(
         update(IncomingEmail)
@@ -111,8 +107,9 @@ async def mark_sent(
     recovered: bool,
     internet_message_id: str | None,
     now: datetime,
+    backup_at: datetime,
 ) -> None:
-    """The send happened: one ``sent_emails`` row, status ``sent``, one event."""
+    """The send happened: one ``sent_emails`` row, one event, and the backup scheduled for ``backup_at``."""
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     await session.execute(
         insert(SentEmail)
@@ -131,7 +128,13 @@ async def mark_sent(
     await session.execute(
         update(IncomingEmail)
         .where(IncomingEmail.id == email.id)
-        .values(status=EmailStatus.SENT, backup_attempt_count=1, last_error=None, updated_at=now)
+        .values(
+            status=EmailStatus.BACKUP_WAIT,
+            backup_attempt_count=0,
+            next_attempt_at=backup_at,
+            last_error=None,
+            updated_at=now,
+        )
     )
     record_event(
         session,

@@ -55,9 +55,7 @@ def _graph_routes(emulator: Emulator) -> list[BaseRoute]:
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status == 405:
-        error = GraphError(
-            405, "BadRequest", f"The method {request.method} is not supported on this resource."
-        )
+        error = GraphError(405, "BadRequest", f"The method {request.method} is not supported on this resource.")
     elif request.url.path.startswith("/v1.0/"):
         segment = request.url.path.rstrip("/").rsplit("/", 1)[-1]
         error = GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")

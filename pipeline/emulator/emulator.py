@@ -72,9 +72,7 @@ class Emulator:
 
         Returns the Sent Items copy, which is only kept when ``save``.
         """
-        copy = self.store.send(
-            upn, message, stored=stored, save=save, delay_s=self._config.sent_items_delay_s
-        )
+        copy = self.store.send(upn, message, stored=stored, save=save, delay_s=self._config.sent_items_delay_s)
         self.recorder.record_send(upn.lower(), copy, saved=save)
         return copy
 

@@ -29,9 +29,7 @@ def _invalid_base64() -> GraphError:
 
 def _recipients(mime: EmailMessage, header: str) -> list[dict[str, Any]]:
     pairs = getaddresses([str(v) for v in mime.get_all(header, [])])
-    return [
-        {"emailAddress": {"name": name or address, "address": address}} for name, address in pairs if address
-    ]
+    return [{"emailAddress": {"name": name or address, "address": address}} for name, address in pairs if address]
 
 
 def _body(mime: EmailMessage) -> dict[str, str]:

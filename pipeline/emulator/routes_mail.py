@@ -51,9 +51,7 @@ def _context(request: Request, tail: str) -> str:
     return f"{root_url(request)}/v1.0/$metadata#users('{user_of(request)}')/{tail}"
 
 
-def _render(
-    request: Request, emulator: Emulator, message: StoredMessage, options: QueryOptions
-) -> dict[str, Any]:
+def _render(request: Request, emulator: Emulator, message: StoredMessage, options: QueryOptions) -> dict[str, Any]:
     folder_id = emulator.store.mailbox(user_of(request)).folder_ids[message.folder]
     return message_json(message, folder_id, options)
 
@@ -96,9 +94,7 @@ async def send_mail(request: Request, emulator: Emulator) -> Response:
 async def create_message(request: Request, emulator: Emulator) -> Response:
     """``POST /messages``: a new draft in Drafts, 201 with the full message."""
     parsed = await _read_message(request, emulator)
-    message = emulator.store.create_draft(
-        user_of(request), parsed, keep_bytes=emulator.config.keep_attachment_bytes
-    )
+    message = emulator.store.create_draft(user_of(request), parsed, keep_bytes=emulator.config.keep_attachment_bytes)
     body = {
         "@odata.context": _context(request, "messages/$entity"),
         **_render(request, emulator, message, QueryOptions()),

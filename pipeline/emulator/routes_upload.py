@@ -45,9 +45,7 @@ def _range(request: Request, session: UploadSession) -> tuple[int, int]:
     if total != session.size:
         raise bad_request(f"The total size {total} does not match the session's {session.size}.")
     if end < start or end >= total:
-        raise bad_request(
-            f"Invalid range {start}-{end} for a file of {total} bytes.", code="InvalidContentRange"
-        )
+        raise bad_request(f"Invalid range {start}-{end} for a file of {total} bytes.", code="InvalidContentRange")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) != end - start + 1:
         raise bad_request("Content-Length does not match Content-Range.")

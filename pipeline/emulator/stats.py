@@ -81,9 +81,7 @@ class Stats:
             window.append(mono_now)
             while window[0] <= mono_now - 1.0:
                 window.popleft()
-            box.peaks["max_requests_in_any_1s_window"] = max(
-                box.peaks["max_requests_in_any_1s_window"], len(window)
-            )
+            box.peaks["max_requests_in_any_1s_window"] = max(box.peaks["max_requests_in_any_1s_window"], len(window))
 
     def bump(self, mailbox: str, counter: str, amount: int = 1) -> None:
         """Add to one of the per-mailbox counters (``throttled_rate``, ``faults_503``, ...)."""

@@ -167,9 +167,7 @@ class MailStore:
             message.last_modified = utc_now()
             message.change_key = new_change_key()
 
-    def send(
-        self, upn: str, draft: StoredMessage, *, stored: bool, save: bool, delay_s: float
-    ) -> StoredMessage:
+    def send(self, upn: str, draft: StoredMessage, *, stored: bool, save: bool, delay_s: float) -> StoredMessage:
         """Turn ``draft`` into a sent item and return the Sent Items copy (a NEW id).
 
         A ``stored`` draft leaves Drafts at once; if it is already gone (a concurrent send won the
@@ -194,9 +192,5 @@ class MailStore:
         now = monotonic()
         box = self.mailbox(upn)
         with self._lock:
-            items = [
-                m
-                for m in box.messages.values()
-                if m.visible_at <= now and (folder is None or m.folder == folder)
-            ]
+            items = [m for m in box.messages.values() if m.visible_at <= now and (folder is None or m.folder == folder)]
         return sorted(items, key=lambda m: m.sent or m.created, reverse=True)

@@ -36,9 +36,7 @@ class ThrottledError(GraphError):
     """Raised by :meth:`Throttle.admit` for a 429; ``kind`` says which rule refused the call."""
 
     def __init__(self, kind: ThrottleKind, message: str, retry_after_s: float) -> None:
-        super().__init__(
-            429, "ApplicationThrottled", message, headers={"Retry-After": format_seconds(retry_after_s)}
-        )
+        super().__init__(429, "ApplicationThrottled", message, headers={"Retry-After": format_seconds(retry_after_s)})
         self.kind = kind
         self.retry_after_s = retry_after_s
 
@@ -81,9 +79,7 @@ class Throttle:
                 raise ThrottledError("early", box.throttle_message, box.throttled_until - now)
             limit = config.mailbox_max_concurrency
             if limit is not None and box.in_flight >= limit:
-                raise self._throttle(
-                    box, now, "concurrency", _CONCURRENCY_MESSAGE, config.throttle_retry_after_s
-                )
+                raise self._throttle(box, now, "concurrency", _CONCURRENCY_MESSAGE, config.throttle_retry_after_s)
             self._expire(box, now, config.mailbox_window_s)
             per_window = config.mailbox_requests_per_window
             if per_window is not None and len(box.admitted) >= per_window:

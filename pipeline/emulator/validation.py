@@ -190,8 +190,7 @@ def check_recipients_for_send(props: dict[str, Any]) -> None:
         raise GraphError(
             400,
             "ErrorInvalidRecipients",
-            "At least one recipient is not valid., "
-            "A message can't be sent because it contains no recipients.",
+            "At least one recipient is not valid., A message can't be sent because it contains no recipients.",
         )
     if len(recipients) > MAX_RECIPIENTS:
         raise GraphError(

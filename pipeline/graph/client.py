@@ -95,9 +95,7 @@ class GraphTokenProvider(AccessTokenProvider):
         tenant, client_id = settings.graph_tenant_id or "", settings.graph_client_id or ""
         credential: AsyncTokenCredential
         if settings.graph_certificate_path is not None:
-            credential = CertificateCredential(
-                tenant, client_id, certificate_path=str(settings.graph_certificate_path)
-            )
+            credential = CertificateCredential(tenant, client_id, certificate_path=str(settings.graph_certificate_path))
         else:
             if settings.graph_client_secret is not None:
                 secret = settings.graph_client_secret.get_secret_value()

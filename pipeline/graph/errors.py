@@ -141,9 +141,7 @@ def _classify(
             mailbox=mailbox,
         )
     if status >= 500 or status in _TRANSIENT_4XX or status < 400:
-        return GraphUnavailable(
-            text, status_code=status, code=code, retry_after_s=retry_after_s, mailbox=mailbox
-        )
+        return GraphUnavailable(text, status_code=status, code=code, retry_after_s=retry_after_s, mailbox=mailbox)
     return GraphRejected(text, status_code=status, code=code)
 
 
@@ -184,9 +182,7 @@ def _network(what: str, *, mailbox: str | None, operation: str, may_have_sent: b
     return GraphUnavailable(f"{where} failed: {what}", code=what, mailbox=mailbox)
 
 
-def _from_httpx_error(
-    exc: httpx.HTTPError, *, mailbox: str | None, operation: str, is_send: bool
-) -> GraphUnavailable:
+def _from_httpx_error(exc: httpx.HTTPError, *, mailbox: str | None, operation: str, is_send: bool) -> GraphUnavailable:
     # A connect failure or a wait for a pooled connection proves the request never left;
     # anything later (write, read, reset, protocol error) may have delivered it.
     never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)

@@ -217,9 +217,7 @@ class GraphMailer:
         messages = self._graph.users.by_user_id(mailbox).messages
         created = await self._call(mailbox, "create draft", lambda: messages.post(body))
         if created is None or not created.id:
-            raise GraphUnavailable(
-                f"Graph create draft for {mailbox} answered without a message id", mailbox=mailbox
-            )
+            raise GraphUnavailable(f"Graph create draft for {mailbox} answered without a message id", mailbox=mailbox)
         return DraftRef(id=created.id, internet_message_id=created.internet_message_id)
 
     async def add_attachment(
@@ -260,9 +258,7 @@ class GraphMailer:
     async def list_attachments(self, mailbox: str, draft_id: str) -> list[AttachmentInfo]:
         """Return every attachment of ``draft_id`` (id, name, size), following ``@odata.nextLink``."""
         builder = self._message(mailbox, draft_id).attachments
-        query = AttachmentsRequestBuilder.AttachmentsRequestBuilderGetQueryParameters(
-            select=["id", "name", "size"]
-        )
+        query = AttachmentsRequestBuilder.AttachmentsRequestBuilderGetQueryParameters(select=["id", "name", "size"])
         config = RequestConfiguration(query_parameters=query)
         found: list[AttachmentInfo] = []
         page = await self._call(mailbox, "list attachments", lambda: builder.get(config))

@@ -115,9 +115,7 @@ class OutgoingMessage:
         object.__setattr__(self, "to", _addresses(self.to))
         object.__setattr__(self, "cc", _addresses(self.cc))
         object.__setattr__(self, "bcc", _addresses(self.bcc))
-        object.__setattr__(
-            self, "inline_attachments", tuple(InlineAttachment(*a) for a in self.inline_attachments)
-        )
+        object.__setattr__(self, "inline_attachments", tuple(InlineAttachment(*a) for a in self.inline_attachments))
         object.__setattr__(self, "extra_headers", tuple((n, v) for n, v in self.extra_headers))
         if self.body_type not in ("text", "html"):
             raise GraphRejected(f"body_type must be 'text' or 'html', not {self.body_type!r}")
@@ -132,8 +130,7 @@ class OutgoingMessage:
         for name, value in self.extra_headers:
             if not name.lower().startswith("x-") or name.lower() == CORRELATION_HEADER:
                 raise GraphRejected(
-                    f"internet message header name {name!r} must start with 'x-' and not be "
-                    f"{CORRELATION_HEADER!r}",
+                    f"internet message header name {name!r} must start with 'x-' and not be {CORRELATION_HEADER!r}",
                     code="InvalidInternetMessageHeader",
                 )
             _check_header_value(name, value)
@@ -168,9 +165,7 @@ def to_graph_message(message: OutgoingMessage) -> Message:
             content=message.body_content,
         ),
         internet_message_headers=headers,
-        single_value_extended_properties=[
-            SingleValueLegacyExtendedProperty(id=PROP_ID, value=message.correlation_key)
-        ],
+        single_value_extended_properties=[SingleValueLegacyExtendedProperty(id=PROP_ID, value=message.correlation_key)],
         attachments=attachments or None,
     )
 

@@ -96,9 +96,7 @@ def _json_body(response: httpx.Response) -> object:
         return None
 
 
-def progress_from_response(
-    response: httpx.Response, *, end: int, total: int, mailbox: str | None
-) -> UploadProgress:
+def progress_from_response(response: httpx.Response, *, end: int, total: int, mailbox: str | None) -> UploadProgress:
     """Turn the answer to a chunk that ended at byte ``end`` (exclusive) into progress, or raise.
 
     Raises :class:`UploadRangeMismatch` (416), :class:`UploadSessionGone` (404/410),

@@ -8,6 +8,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import pipeline.db.limiter_models  # noqa: F401  (adds rate_leases to Base.metadata)
 from pipeline.db.engine import create_engine
 from pipeline.db.models import Base
 from pipeline.settings import load_settings

@@ -47,9 +47,7 @@ async def _ensure_draft(
     return draft_id
 
 
-async def _rows(
-    ctx: AppContext, email: IncomingEmail, files: list[Attachment], draft_id: str
-) -> list[FileUpload]:
+async def _rows(ctx: AppContext, email: IncomingEmail, files: list[Attachment], draft_id: str) -> list[FileUpload]:
     """The ``file_uploads`` rows of this email, created once and reset if the draft changed."""
     async with store_errors("file uploads"), ctx.sessions.begin() as session:
         insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
@@ -100,9 +98,7 @@ async def _rows(
 class DraftFiles:
     """Puts one email's files on its draft, recording progress row by row."""
 
-    def __init__(
-        self, ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, attempt: int, draft_id: str
-    ):
+    def __init__(self, ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, attempt: int, draft_id: str):
         self._ctx = ctx
         self._mailer = mailer
         self._email = email

@@ -39,7 +39,15 @@ from pipeline.errors import (
     StoreUnavailable,
 )
 from pipeline.messages import BackupRequest
-from pipeline.outcome import Action, decide, settle
+from pipeline.observability.edge import (
+    bind_ids,
+    note_backup,
+    note_dead_letter,
+    note_retry,
+    note_stage,
+    observed_settle,
+)
+from pipeline.outcome import Action, decide
 from pipeline.retry import RetryPolicy
 from pipeline.topology import DISPATCH
 
@@ -142,8 +150,10 @@ async def process_backup(ctx: AppContext, request: BackupRequest) -> str:
         return "stale"
     try:
         graph_message_id = await _locate(ctx, email, sent)
+        bind_ids(graph_message_id=graph_message_id)
         mime = await ctx.require_mailer().get_mime(email.mailbox, graph_message_id)
         await _store(ctx, email, graph_message_id, mime)
+        note_stage(ctx, "sent_to_backed_up", sent.sent_at)
     except (StoreUnavailable, BrokerUnavailable):
         raise
     except MailpipeError as exc:
@@ -154,9 +164,7 @@ async def process_backup(ctx: AppContext, request: BackupRequest) -> str:
 
 async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: MailpipeError) -> None:
     settings = ctx.settings
-    policy = RetryPolicy(
-        settings.backup_max_attempts, settings.retry_base_delay_s, settings.retry_max_delay_s
-    )
+    policy = RetryPolicy(settings.backup_max_attempts, settings.retry_base_delay_s, settings.retry_max_delay_s)
     decision = decide(error, attempt=attempt, policy=policy)
     if decision.action == Action.PARK:
         async with store_errors("backup park"), ctx.sessions.begin() as session:
@@ -171,7 +179,9 @@ async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: Mail
                 keep_send_started=True,
                 now=utcnow(),
             )
+        note_retry(ctx, "backup", decision.reason)
         return
+    note_dead_letter(ctx, "backup", decision.reason)
     await dead_letter(
         ctx.bus,
         ctx.sessions,
@@ -186,9 +196,7 @@ async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: Mail
             original_exchange=DISPATCH.name,
             original_routing_key="backup",
         ),
-        BackupRequest(
-            incoming_email_id=email.id, publisher_message_id=email.publisher_message_id, attempt=attempt
-        )
+        BackupRequest(incoming_email_id=email.id, publisher_message_id=email.publisher_message_id, attempt=attempt)
         .model_dump_json()
         .encode(),
         message_id=f"dead:backup:{email.id}:{attempt}",
@@ -198,13 +206,16 @@ async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: Mail
 async def handle_backup(ctx: AppContext, message: RabbitMessage) -> None:
     body: bytes = message.body
 
-    async def work() -> None:
+    async def work() -> str:
         try:
             request = BackupRequest.model_validate_json(body)
         except ValidationError as exc:
             raise InvalidMessage(f"backup request is invalid: {exc}", reason="schema") from exc
+        bind_ids(incoming_email_id=request.incoming_email_id, publisher_message_id=request.publisher_message_id)
         outcome = await process_backup(ctx, request)
+        note_backup(ctx, outcome)
         log.debug("backup handled", outcome=outcome, email_id=str(request.incoming_email_id))
+        return outcome
 
     async def to_dead_letter(error: Exception) -> None:
         await dead_letter(
@@ -221,4 +232,4 @@ async def handle_backup(ctx: AppContext, message: RabbitMessage) -> None:
             message_id=message.raw_message.message_id or f"dead:{uuid.uuid4()}",
         )
 
-    await settle(message, work, to_dead_letter)
+    await observed_settle(ctx, "backup", message, work, to_dead_letter)

@@ -35,7 +35,9 @@ from pipeline.db.types import utcnow
 from pipeline.deadletter import DeadLetterNote, dead_letter
 from pipeline.errors import InvalidMessage, MailpipeError
 from pipeline.messages import SendEmail, SendEmailReceived, derive_idempotency_key
-from pipeline.outcome import delivery_count, settle
+from pipeline.observability.edge import bind_ids, observed_settle
+from pipeline.observability.tracing import trace_detail
+from pipeline.outcome import delivery_count
 from pipeline.retry import infra_retrying
 from pipeline.topology import COMMANDS, EVENTS
 
@@ -110,15 +112,18 @@ async def store_email(ctx: AppContext, email: SendEmail, payload: dict[str, Any]
         inserted = (await session.execute(stmt)).scalar_one_or_none()
         if inserted is not None:
             record_event(
-                session, "received", email_id=inserted, publisher_message_id=key, route=values["route"]
+                session,
+                "received",
+                email_id=inserted,
+                publisher_message_id=key,
+                route=values["route"],
+                **trace_detail(),  # the scheduler continues this trace (pipeline.observability.tracing)
             )
             return StoredEmail(inserted, key, True, False, now, EmailStatus.RECEIVED)
         row = (
             await session.execute(select(IncomingEmail).where(IncomingEmail.publisher_message_id == key))
         ).scalar_one()
-        return StoredEmail(
-            row.id, key, False, row.receipt_confirmed_at is not None, row.created_at, row.status
-        )
+        return StoredEmail(row.id, key, False, row.receipt_confirmed_at is not None, row.created_at, row.status)
 
 
 async def _confirm_receipt(ctx: AppContext, email_id: uuid.UUID) -> None:
@@ -133,9 +138,11 @@ async def _confirm_receipt(ctx: AppContext, email_id: uuid.UUID) -> None:
 async def ingest(ctx: AppContext, body: bytes, *, reply_to: str | None, redelivered: bool) -> StoredEmail:
     """Validate, store once and acknowledge receipt; see the module docstring for crash cases."""
     email, payload = parse_send_email(body, max_bytes=ctx.settings.max_message_bytes)
+    bind_ids(publisher_message_id=email.publisher_message_id)
     async for attempt in infra_retrying():
         with attempt:
             stored = await store_email(ctx, email, payload)
+    bind_ids(publisher_message_id=stored.publisher_message_id, incoming_email_id=stored.id)
     must_send = stored.created or (redelivered and not stored.receipt_confirmed)
     if not must_send:
         return stored
@@ -169,8 +176,9 @@ async def handle_send_email(ctx: AppContext, message: RabbitMessage) -> None:
     raw = message.raw_message
     body: bytes = message.body
 
-    async def work() -> None:
-        await ingest(ctx, body, reply_to=raw.reply_to, redelivered=bool(raw.redelivered))
+    async def work() -> str:
+        stored = await ingest(ctx, body, reply_to=raw.reply_to, redelivered=bool(raw.redelivered))
+        return "stored" if stored.created else "duplicate"
 
     async def to_dead_letter(error: Exception) -> None:
         publisher_id = _publisher_id_hint(body)
@@ -191,7 +199,7 @@ async def handle_send_email(ctx: AppContext, message: RabbitMessage) -> None:
             content_type=raw.content_type or "application/octet-stream",
         )
 
-    await settle(message, work, to_dead_letter)
+    await observed_settle(ctx, "ingest", message, work, to_dead_letter)
 
 
 def _publisher_id_hint(body: bytes) -> str | None:

@@ -11,6 +11,7 @@ is harmless: the worker drops any dispatch whose attempt is not the email's curr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -27,7 +28,8 @@ from pipeline.db.types import utcnow
 from pipeline.deadletter import DeadLetterNote, dead_letter
 from pipeline.errors import InvalidMessage, MailpipeError, TransientError
 from pipeline.messages import BackupRequest, CancelEmail, Dispatch
-from pipeline.outcome import delivery_count, settle
+from pipeline.observability.edge import continue_trace, note_dispatched, observed_settle, trace_parents
+from pipeline.outcome import delivery_count
 from pipeline.topology import COMMANDS, DISPATCH
 
 __all__ = ["Scheduler", "handle_cancel_email", "handle_wake", "publish_claims"]
@@ -36,7 +38,11 @@ log = structlog.get_logger(__name__)
 
 
 async def publish_claims(ctx: AppContext, claims: Sequence[schedule.Claimed]) -> None:
-    """Publish one dispatch per claim, with their confirms in flight together."""
+    """Publish one dispatch per claim, with their confirms in flight together.
+
+    With tracing on, each dispatch continues the trace its email's ingest started.
+    """
+    parents = await trace_parents(ctx, [claim.id for claim in claims])
 
     async def one(claim: schedule.Claimed) -> None:
         message: Dispatch | BackupRequest
@@ -50,18 +56,29 @@ async def publish_claims(ctx: AppContext, claims: Sequence[schedule.Claimed]) ->
             message = Dispatch(
                 incoming_email_id=claim.id,
                 publisher_message_id=claim.publisher_message_id,
-                route=claim.route,  # type: ignore[arg-type]
+                route=claim.route,
                 attempt=claim.attempt,
             )
-        await ctx.bus.publish(
-            message,
-            exchange=DISPATCH.name,
-            routing_key=claim.route,
-            message_id=f"{claim.route}:{claim.id}:{claim.attempt}",
-            correlation_id=claim.publisher_message_id,
-        )
+        with continue_trace(ctx, parents.get(claim.id), "dispatch", route=claim.route):
+            await ctx.bus.publish(
+                message,
+                exchange=DISPATCH.name,
+                routing_key=claim.route,
+                message_id=f"{claim.route}:{claim.id}:{claim.attempt}",
+                correlation_id=claim.publisher_message_id,
+            )
+        if claim.route != Route.BACKUP:
+            await ctx.bus.lifecycle(
+                "dispatched",
+                claim.publisher_message_id,
+                claim.id,
+                utcnow(),
+                route=claim.route,
+                attempt=claim.attempt,
+            )
 
     await asyncio.gather(*(one(claim) for claim in claims))
+    note_dispatched(ctx, (claim.route for claim in claims))
 
 
 class Scheduler:
@@ -78,10 +95,8 @@ class Scheduler:
     async def run_forever(self) -> None:
         settings = self._ctx.settings
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=settings.scheduler_poll_interval_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.run_once()
@@ -110,9 +125,7 @@ class Scheduler:
         count = 0
         for route, cap in caps.items():
             async with store_errors("dispatch"), self._ctx.sessions.begin() as session:
-                claims = await schedule.claim_due(
-                    session, route, cap, settings.scheduler_batch_size, utcnow()
-                )
+                claims = await schedule.claim_due(session, route, cap, settings.scheduler_batch_size, utcnow())
             await publish_claims(self._ctx, claims)
             count = max(count, len(claims))
         async with store_errors("dispatch backups"), self._ctx.sessions.begin() as session:
@@ -162,9 +175,10 @@ async def cancel_email(ctx: AppContext, body: bytes) -> str:
 async def handle_cancel_email(ctx: AppContext, message: RabbitMessage) -> None:
     body: bytes = message.body
 
-    async def work() -> None:
+    async def work() -> str:
         outcome = await cancel_email(ctx, body)
         log.info("cancel-email handled", outcome=outcome)
+        return outcome
 
     async def to_dead_letter(error: Exception) -> None:
         await dead_letter(
@@ -182,4 +196,4 @@ async def handle_cancel_email(ctx: AppContext, message: RabbitMessage) -> None:
             message_id=message.raw_message.message_id or f"dead:{uuid.uuid4()}",
         )
 
-    await settle(message, work, to_dead_letter)
+    await observed_settle(ctx, "cancel", message, work, to_dead_letter)

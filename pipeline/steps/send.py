@@ -10,8 +10,9 @@ Order of every attempt, and what a SIGKILL at each point leads to:
    correlation key if it was created before a crash), attachments (:mod:`.attachments`), ``send``.
 4. ``send_started_at`` is committed just before the send call and kept if the call's outcome
    is unknown (504, timeout, crash), so the next try checks before sending again.
-5. ``sent`` committed, then the backup request and ``email.sent`` published, then ack. Killed
-   before the publish: the redelivery sees ``sent`` and only publishes.
+5. the ``sent_emails`` row committed with the backup scheduled ``backup_delay_s`` later (the
+   scheduler dispatches it: the database is the schedule, so no backup request can be lost),
+   then ``email.sent`` published, then ack. Killed before the ack: the redelivery is stale.
 
 Residual risk (documented in the README): Graph has no idempotency key. If a send was accepted
 but its Sent Items copy appears only after the look-up deadline, the email is sent again.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from faststream.rabbit import RabbitMessage
@@ -41,7 +43,7 @@ from pipeline.errors import (
     StoreUnavailable,
 )
 from pipeline.graph import GraphMailer, MessageInfo
-from pipeline.messages import BackupRequest, Dispatch
+from pipeline.messages import Dispatch
 from pipeline.observability.edge import bind_ids, note_dead_letter, note_retry, note_stage, observed_settle
 from pipeline.outcome import Action, decide
 from pipeline.retry import RetryPolicy
@@ -66,20 +68,6 @@ async def find_sent_copy(ctx: AppContext, mailer: GraphMailer, email: IncomingEm
         await asyncio.sleep(settings.graph_sent_lookup_interval_s)
 
 
-async def _publish_backup(ctx: AppContext, email: IncomingEmail) -> None:
-    await ctx.bus.publish(
-        BackupRequest(
-            incoming_email_id=email.id,
-            publisher_message_id=email.publisher_message_id,
-            attempt=max(1, email.backup_attempt_count),
-        ),
-        exchange=DISPATCH.name,
-        routing_key=Route.BACKUP,
-        message_id=f"backup:{email.id}:{max(1, email.backup_attempt_count)}",
-        correlation_id=email.publisher_message_id,
-    )
-
-
 async def _record_sent(
     ctx: AppContext, email: IncomingEmail, *, method: str, recovered: bool, internet_message_id: str | None
 ) -> None:
@@ -92,10 +80,9 @@ async def _record_sent(
             recovered=recovered,
             internet_message_id=internet_message_id,
             now=now,
+            backup_at=now + timedelta(seconds=ctx.settings.backup_delay_s),
         )
-    email.backup_attempt_count = 1
     note_stage(ctx, "received_to_sent", email.created_at, now)
-    await _publish_backup(ctx, email)
     await ctx.bus.lifecycle(
         "sent", email.publisher_message_id, email.id, now, attempt=email.attempt_count, recovered=recovered
     )
@@ -116,9 +103,7 @@ class SendAttempt:
     outcome_unknown: bool
 
 
-async def _send(
-    ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, attempt: int, state: SendAttempt
-) -> None:
+async def _send(ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, attempt: int, state: SendAttempt) -> None:
     """Steps 2-5 of the module docstring for one taken email."""
     if state.outcome_unknown:
         found = await find_sent_copy(ctx, mailer, email)
@@ -155,9 +140,7 @@ async def _send(
     )
 
 
-async def _fail(
-    ctx: AppContext, email: IncomingEmail, attempt: int, error: MailpipeError, state: SendAttempt
-) -> None:
+async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: MailpipeError, state: SendAttempt) -> None:
     """Park the email for a retry or dead-letter it, as :func:`pipeline.outcome.decide` says."""
     settings = ctx.settings
     policy = RetryPolicy(settings.send_max_attempts, settings.retry_base_delay_s, settings.retry_max_delay_s)
@@ -217,14 +200,11 @@ async def process_dispatch(ctx: AppContext, dispatch: Dispatch, pool: str) -> st
     mailer = ctx.require_mailer()
     async with store_errors("take"), ctx.sessions.begin() as session:
         taken = await sending.take(
-            session, dispatch.incoming_email_id, dispatch.attempt, pool, ctx.worker_name, utcnow()
+            session, dispatch.incoming_email_id, dispatch.attempt, pool=pool, worker=ctx.worker_name, now=utcnow()
         )
     if taken is None:
         return "stale"
     email = taken.email
-    if email.status == EmailStatus.SENT:
-        await _publish_backup(ctx, email)
-        return "already-sent"
     await ctx.bus.lifecycle(
         "taken", email.publisher_message_id, email.id, utcnow(), attempt=dispatch.attempt, pool=pool
     )
@@ -249,9 +229,7 @@ async def handle_dispatch(ctx: AppContext, message: RabbitMessage) -> None:
             dispatch = Dispatch.model_validate_json(body)
         except ValidationError as exc:
             raise InvalidMessage(f"dispatch is invalid: {exc}", reason="schema") from exc
-        bind_ids(
-            incoming_email_id=dispatch.incoming_email_id, publisher_message_id=dispatch.publisher_message_id
-        )
+        bind_ids(incoming_email_id=dispatch.incoming_email_id, publisher_message_id=dispatch.publisher_message_id)
         outcome = await process_dispatch(ctx, dispatch, pool)
         log.debug("dispatch handled", outcome=outcome, email_id=str(dispatch.incoming_email_id))
         return outcome

@@ -29,9 +29,7 @@ def test_throughput_smoke() -> None:
     document = run_scenario("throughput", "sqlite", write=False, emails=30, mailboxes=2)
     elapsed = time.monotonic() - started
     assert {"scenario", "db", "machine", "result"} <= document.keys()
-    assert {"cpu_cores_logical", "memory_gb", "python", "rabbitmq", "postgresql"} <= document[
-        "machine"
-    ].keys()
+    assert {"cpu_cores_logical", "memory_gb", "python", "rabbitmq", "postgresql"} <= document["machine"].keys()
     result = document["result"]
     assert result.keys() >= EXPECTED
     assert result["backed_up"] == 30

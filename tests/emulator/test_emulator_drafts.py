@@ -39,17 +39,13 @@ async def _open_session(graph: httpx.AsyncClient, draft_id: str, size: int = FIL
     )
 
 
-async def test_full_draft_flow_with_upload_session(
-    graph, plain, emu: RunningEmulator, new_message, code_of: Codes
-):
+async def test_full_draft_flow_with_upload_session(graph, plain, emu: RunningEmulator, new_message, code_of: Codes):
     """Draft -> small attachment -> 5 MB upload in 320 KiB-multiple chunks -> send -> Sent Items."""
     # Given a draft tagged with a custom header and a single-value extended property
     message = new_message("flow", singleValueExtendedProperties=[{"id": PROP_ID, "value": "flow-key"}])
     draft = await _create_draft(graph, message)
     assert draft["isDraft"] is True
-    assert draft["internetMessageId"].startswith("<") and draft["internetMessageId"].endswith(
-        "@emulator.local>"
-    )
+    assert draft["internetMessageId"].startswith("<") and draft["internetMessageId"].endswith("@emulator.local>")
     assert {"conversationId", "parentFolderId", "createdDateTime"} <= draft.keys()
     assert "singleValueExtendedProperties" not in draft and "internetMessageHeaders" not in draft
     base = f"/users/{MAILBOX}/messages/{draft['id']}"
@@ -84,9 +80,7 @@ async def test_full_draft_flow_with_upload_session(
     assert first.json()["nextExpectedRanges"] == [str(CHUNK)]
     assert "ExpirationDateTime" in first.json()
 
-    skipped = await plain.put(
-        upload_url, content=data[2 * CHUNK : 3 * CHUNK], headers=_range(2 * CHUNK, 3 * CHUNK - 1)
-    )
+    skipped = await plain.put(upload_url, content=data[2 * CHUNK : 3 * CHUNK], headers=_range(2 * CHUNK, 3 * CHUNK - 1))
     assert skipped.status_code == 416
     assert skipped.json()["nextExpectedRanges"] == [str(CHUNK)]
 
@@ -100,9 +94,7 @@ async def test_full_draft_flow_with_upload_session(
         assert final.status_code == (201 if end == FILE_SIZE - 1 else 200), final.text
     assert final is not None and final.content == b"" and final.headers["content-length"] == "0"
     location = final.headers["location"]
-    assert location.startswith(
-        f"{emu.root_url}/v1.0/users('{MAILBOX}')/messages('{draft['id']}')/attachments('"
-    )
+    assert location.startswith(f"{emu.root_url}/v1.0/users('{MAILBOX}')/messages('{draft['id']}')/attachments('")
     fetched = await graph.get(location)
     assert fetched.status_code == 200 and fetched.json()["size"] == FILE_SIZE
     assert (await plain.get(upload_url)).status_code == 404  # the finished session is gone
@@ -201,9 +193,7 @@ async def test_draft_patch_get_delete_and_send_rules(graph, new_message, code_of
     assert (await graph.post(f"/users/{MAILBOX}/messages/{other['id']}/send")).status_code == 404
 
 
-async def test_without_kept_bytes_mime_carries_a_placeholder(
-    graph, emu: RunningEmulator, new_message
-) -> None:
+async def test_without_kept_bytes_mime_carries_a_placeholder(graph, emu: RunningEmulator, new_message) -> None:
     """keep_attachment_bytes=False keeps size and sha256 only; $value shows a placeholder part."""
     emu.emulator.update_config({"keep_attachment_bytes": False})
     attachment = {
@@ -219,9 +209,7 @@ async def test_without_kept_bytes_mime_carries_a_placeholder(
     assert part["X-Emulator-Size"] == "3"
 
 
-async def test_upload_session_expires_and_dies_with_its_draft(
-    graph, plain, emu: RunningEmulator, new_message, code_of
-):
+async def test_upload_session_expires_and_dies_with_its_draft(graph, plain, emu: RunningEmulator, new_message, code_of):
     """An expired session URL is 404; finishing an upload after the draft was sent is 404 too."""
     emu.emulator.update_config({"upload_session_ttl_s": 0.2})
     draft = await _create_draft(graph, new_message("expiry"))

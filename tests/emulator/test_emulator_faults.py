@@ -12,9 +12,7 @@ MAILBOX = "sender@contoso.test"
 Codes = Callable[[httpx.Response], str]
 
 
-async def test_503_is_injected_before_anything_happens(
-    graph, emu: RunningEmulator, new_message, code_of: Codes
-):
+async def test_503_is_injected_before_anything_happens(graph, emu: RunningEmulator, new_message, code_of: Codes):
     """fail_503_rate=1: ErrorServerBusy with Retry-After: 1, and nothing is sent."""
     emu.emulator.update_config({"fail_503_rate": 1.0})
     response = await graph.post(f"/users/{MAILBOX}/sendMail", json={"message": new_message("busy")})
@@ -57,9 +55,7 @@ async def test_seed_makes_faults_reproducible(graph, emu: RunningEmulator) -> No
     assert {200, 503} == set(patterns[0])
 
 
-async def test_config_endpoint_and_reset(
-    plain, graph, emu: RunningEmulator, new_message, code_of: Codes
-) -> None:
+async def test_config_endpoint_and_reset(plain, graph, emu: RunningEmulator, new_message, code_of: Codes) -> None:
     """POST /_emulator/config applies a partial update; bad fields are 400; reset clears state."""
     changed = await plain.post("/_emulator/config", json={"latency_s": 0.01, "throttle_retry_after_s": 0.5})
     assert changed.status_code == 200

@@ -111,9 +111,7 @@ async def test_sdk_send_mail_and_draft_flow(sdk: GraphServiceClient, emu: Runnin
 
     session = await item.attachments.create_upload_session.post(
         CreateUploadSessionPostRequestBody(
-            attachment_item=AttachmentItem(
-                attachment_type=AttachmentType.File, name="big.bin", size=FILE_SIZE
-            )
+            attachment_item=AttachmentItem(attachment_type=AttachmentType.File, name="big.bin", size=FILE_SIZE)
         )
     )
     assert session is not None and session.upload_url and session.next_expected_ranges == ["0-"]
@@ -152,9 +150,7 @@ async def test_sdk_send_mail_and_draft_flow(sdk: GraphServiceClient, emu: Runnin
     assert emu.emulator.stats()["sends_by_correlation"] == {"sdk-1": 1, "sdk-2": 1}
 
 
-async def test_sdk_surfaces_graph_errors_without_retrying(
-    sdk: GraphServiceClient, emu: RunningEmulator
-) -> None:
+async def test_sdk_surfaces_graph_errors_without_retrying(sdk: GraphServiceClient, emu: RunningEmulator) -> None:
     """With the RetryHandler off, an injected 503 reaches the caller once as ODataError."""
     emu.emulator.update_config({"fail_503_rate": 1.0})
     user = sdk.users.by_user_id(MAILBOX)

@@ -78,9 +78,7 @@ async def test_recipient_rules(graph, new_message, code_of: Codes) -> None:
     assert (none.status_code, code_of(none)) == (400, "ErrorInvalidRecipients")
 
     many = [{"emailAddress": {"address": f"r{i}@example.test"}} for i in range(501)]
-    too_many = await graph.post(
-        f"/users/{MAILBOX}/sendMail", json={"message": new_message(bccRecipients=many)}
-    )
+    too_many = await graph.post(f"/users/{MAILBOX}/sendMail", json={"message": new_message(bccRecipients=many)})
     assert (too_many.status_code, code_of(too_many)) == (400, "ErrorInvalidRecipients")
 
     bcc_only = new_message(toRecipients=[], bccRecipients=many[:500])
@@ -112,9 +110,7 @@ async def test_request_over_4_mb_is_413(graph, emu, new_message, code_of: Codes)
         "name": "big.bin",
         "contentBytes": base64.b64encode(b"\0" * 3_300_000).decode(),
     }
-    response = await graph.post(
-        f"/users/{MAILBOX}/sendMail", json={"message": new_message(attachments=[attachment])}
-    )
+    response = await graph.post(f"/users/{MAILBOX}/sendMail", json={"message": new_message(attachments=[attachment])})
     assert (response.status_code, code_of(response)) == (413, "RequestEntityTooLarge")
     assert emu.emulator.stats()["sent"] == []
 
@@ -127,9 +123,7 @@ async def test_inline_attachment_is_sent_and_summarised(graph, emu, new_message)
         "contentType": "text/plain",
         "contentBytes": base64.b64encode(b"hello").decode(),
     }
-    response = await graph.post(
-        f"/users/{MAILBOX}/sendMail", json={"message": new_message(attachments=[attachment])}
-    )
+    response = await graph.post(f"/users/{MAILBOX}/sendMail", json={"message": new_message(attachments=[attachment])})
     assert response.status_code == 202
     (sent,) = emu.emulator.stats()["sent"]
     assert sent["attachments"] == [
@@ -179,9 +173,7 @@ async def test_mime_send_mail(graph, emu, code_of: Codes) -> None:
     mime.set_content("hello")
     mime.add_attachment(b"\x01\x02", maintype="application", subtype="octet-stream", filename="b.bin")
     headers = {"Content-Type": "text/plain"}
-    ok = await graph.post(
-        f"/users/{MAILBOX}/sendMail", content=base64.b64encode(mime.as_bytes()), headers=headers
-    )
+    ok = await graph.post(f"/users/{MAILBOX}/sendMail", content=base64.b64encode(mime.as_bytes()), headers=headers)
     assert ok.status_code == 202
     (sent,) = emu.emulator.stats()["sent"]
     assert (sent["correlation"], sent["internet_message_id"]) == ("mime-1", "<mime-1@client.test>")
@@ -195,7 +187,5 @@ async def test_unknown_property_and_bad_json_are_400(graph, new_message, code_of
     """Graph's OData reader refuses unknown properties and malformed JSON."""
     unknown = await graph.post(f"/users/{MAILBOX}/sendMail", json={"message": new_message(colour="red")})
     assert (unknown.status_code, code_of(unknown)) == (400, "RequestBodyRead")
-    bad = await graph.post(
-        f"/users/{MAILBOX}/sendMail", content=b"{", headers={"Content-Type": "application/json"}
-    )
+    bad = await graph.post(f"/users/{MAILBOX}/sendMail", content=b"{", headers={"Content-Type": "application/json"})
     assert (bad.status_code, code_of(bad)) == (400, "BadRequest")

@@ -15,17 +15,13 @@ OTHER = "quiet@contoso.test"
 Codes = Callable[[httpx.Response], str]
 
 
-async def test_concurrency_limit_answers_429_with_retry_after(
-    graph, emu: RunningEmulator, code_of: Codes
-) -> None:
+async def test_concurrency_limit_answers_429_with_retry_after(graph, emu: RunningEmulator, code_of: Codes) -> None:
     """Six concurrent calls against a limit of four: two are refused with ApplicationThrottled.
 
     The first refusal starts a Retry-After pause; the second call, arriving inside it, is refused
     as an early call with the same message and the remaining pause as Retry-After.
     """
-    emu.emulator.update_config(
-        {"latency_s": 0.3, "mailbox_max_concurrency": 4, "throttle_retry_after_s": 0.5}
-    )
+    emu.emulator.update_config({"latency_s": 0.3, "mailbox_max_concurrency": 4, "throttle_retry_after_s": 0.5})
     responses = await asyncio.gather(*(graph.get(f"/users/{MAILBOX}/messages") for _ in range(6)))
 
     statuses = sorted(r.status_code for r in responses)

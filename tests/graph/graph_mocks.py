@@ -19,9 +19,7 @@ MAILBOX = "sender@contoso.test"
 Responder = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
 
 
-def graph_error(
-    status: int, code: str, message: str = "", *, retry_after: str | None = None
-) -> httpx.Response:
+def graph_error(status: int, code: str, message: str = "", *, retry_after: str | None = None) -> httpx.Response:
     """A Graph-style error answer ``{"error": {"code", "message"}}``, optionally with ``Retry-After``."""
     body = {"error": {"code": code, "message": message or code, "innerError": {"request-id": "r"}}}
     headers = {"Retry-After": retry_after} if retry_after is not None else {}

@@ -113,9 +113,7 @@ async def test_draft_large_upload_send_and_find(emu_mailer: GraphMailer, control
 
     draft = await emu_mailer.create_draft(MAILBOX, _message(key))
     small_id = await emu_mailer.add_attachment(MAILBOX, draft.id, "note.txt", "text/plain", b"small one")
-    session = await emu_mailer.create_upload_session(
-        MAILBOX, draft.id, "big.bin", FILE_SIZE, "application/pdf"
-    )
+    session = await emu_mailer.create_upload_session(MAILBOX, draft.id, "big.bin", FILE_SIZE, "application/pdf")
     offset: int | None = session.next_offset
     puts = 0
     location = None
@@ -153,9 +151,7 @@ async def test_resume_an_interrupted_upload(emu_mailer: GraphMailer, control: ht
     key = _key()
     data = (await control.get(f"/_emulator/files/{FILE_SIZE}/{key}")).content
     draft = await emu_mailer.create_draft(MAILBOX, _message(key))
-    session = await emu_mailer.create_upload_session(
-        MAILBOX, draft.id, "big.bin", FILE_SIZE, "application/pdf"
-    )
+    session = await emu_mailer.create_upload_session(MAILBOX, draft.id, "big.bin", FILE_SIZE, "application/pdf")
     first = await emu_mailer.upload_chunk(session.upload_url, 0, data[:CHUNK], FILE_SIZE)
     assert first.next_offset == CHUNK
     # ... the worker dies here; its successor only has the upload URL.
@@ -221,9 +217,7 @@ async def test_throttling_reaches_the_limiter(
     assert emu_limiter.throttled[0][1] >= 2.5
 
 
-async def test_wrong_token_is_not_rejected_for_good(
-    emu_settings: Settings, control: httpx.AsyncClient
-) -> None:
+async def test_wrong_token_is_not_rejected_for_good(emu_settings: Settings, control: httpx.AsyncClient) -> None:
     """A 401 is transient for the pipeline (token may be refreshed), never a dead letter."""
     provider = GraphTokenProvider(emu_settings.graph_base_url, static_token="wrong")
     async with (

@@ -114,9 +114,7 @@ class TestRequestsOnTheWire:
         assert "//users" not in request.url.path
         assert request.headers["Authorization"] == f"Bearer {TOKEN}"
 
-    async def test_upload_put_carries_no_authorization_header(
-        self, mailer: GraphMailer, graph_mock: GraphMock
-    ) -> None:
+    async def test_upload_put_carries_no_authorization_header(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         """The Graph token must never reach the upload host (it answers 401 InvalidAudience)."""
         graph_mock.on("PUT", "/AttachmentSessions", httpx.Response(200, json={"nextExpectedRanges": ["4"]}))
 
@@ -167,14 +165,10 @@ class TestTokenProvider:
         secure = GraphTokenProvider("https://graph.microsoft.com/v1.0", credential=credential)  # type: ignore[arg-type]
 
         assert await remote.get_authorization_token("http://graph.internal/v1.0/users/a") == ""
-        assert (
-            await secure.get_authorization_token("https://graph.microsoft.com/v1.0/users/a") == "real-token"
-        )
+        assert await secure.get_authorization_token("https://graph.microsoft.com/v1.0/users/a") == "real-token"
         assert credential.scopes == ["https://graph.microsoft.com/.default"]
 
-    async def test_from_settings_builds_a_client_secret_credential_from_a_secret_file(
-        self, tmp_path: Path
-    ) -> None:
+    async def test_from_settings_builds_a_client_secret_credential_from_a_secret_file(self, tmp_path: Path) -> None:
         secret = tmp_path / "secret"
         secret.write_text("s3cret\n", encoding="utf-8")
         settings = Settings(

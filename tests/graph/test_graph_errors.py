@@ -72,9 +72,7 @@ class TestStatusCodes:
     @pytest.mark.parametrize("status", [400, 403, 404, 413, 405])
     @pytest.mark.parametrize("is_send", [False, True])
     def test_refusals_are_graph_rejected(self, status: int, is_send: bool) -> None:
-        error = translate_error(
-            _odata(status, "ErrorInvalidRecipients"), mailbox="m", operation="op", is_send=is_send
-        )
+        error = translate_error(_odata(status, "ErrorInvalidRecipients"), mailbox="m", operation="op", is_send=is_send)
         assert type(error) is GraphRejected
         assert error.status_code == status
         assert error.code == "ErrorInvalidRecipients"
@@ -104,15 +102,11 @@ class TestNetworkErrors:
         self, exc_type: type[httpx.HTTPError]
     ) -> None:
         exc = exc_type("boom", request=self.request)
-        assert isinstance(
-            translate_error(exc, mailbox="m", operation="sendMail", is_send=True), SendOutcomeUnknown
-        )
+        assert isinstance(translate_error(exc, mailbox="m", operation="sendMail", is_send=True), SendOutcomeUnknown)
         assert type(translate_error(exc, mailbox="m", operation="get message")) is GraphUnavailable
 
     @pytest.mark.parametrize("exc_type", [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout])
-    def test_failures_before_the_request_left_are_plain_unavailable(
-        self, exc_type: type[httpx.HTTPError]
-    ) -> None:
+    def test_failures_before_the_request_left_are_plain_unavailable(self, exc_type: type[httpx.HTTPError]) -> None:
         exc = exc_type("boom", request=self.request)
         error = translate_error(exc, mailbox="m", operation="sendMail", is_send=True)
         assert type(error) is GraphUnavailable

@@ -51,17 +51,13 @@ class TestSendMail:
         assert message["singleValueExtendedProperties"] == [{"id": PROP_ID, "value": "email-1"}]
         assert message["toRecipients"] == [{"emailAddress": {"address": "rcpt@example.test", "name": "Rcpt"}}]
 
-    async def test_202_with_retry_after_is_still_success(
-        self, mailer: GraphMailer, graph_mock: GraphMock
-    ) -> None:
+    async def test_202_with_retry_after_is_still_success(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         """Retrying a 202 that carries Retry-After duplicated mail for others; it is accepted."""
         graph_mock.on("POST", "/sendMail$", httpx.Response(202, headers={"Retry-After": "5"}))
         await mailer.send_mail(MAILBOX, _message())
         assert len(graph_mock.requests) == 1
 
-    async def test_any_other_2xx_is_an_unknown_outcome(
-        self, mailer: GraphMailer, graph_mock: GraphMock
-    ) -> None:
+    async def test_any_other_2xx_is_an_unknown_outcome(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         graph_mock.on("POST", "/sendMail$", httpx.Response(200))
         with pytest.raises(SendOutcomeUnknown):
             await mailer.send_mail(MAILBOX, _message())
@@ -74,26 +70,20 @@ class TestSendMail:
         assert caught.value.mailbox == MAILBOX
 
     async def test_invalid_recipients_is_rejected(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
-        graph_mock.on(
-            "POST", "/sendMail$", graph_error(400, "ErrorInvalidRecipients", "At least one recipient")
-        )
+        graph_mock.on("POST", "/sendMail$", graph_error(400, "ErrorInvalidRecipients", "At least one recipient"))
         with pytest.raises(GraphRejected) as caught:
             await mailer.send_mail(MAILBOX, _message())
         assert caught.value.status_code == 400
         assert caught.value.code == "ErrorInvalidRecipients"
         assert TOKEN not in str(caught.value)
 
-    async def test_read_timeout_is_an_unknown_outcome(
-        self, mailer: GraphMailer, graph_mock: GraphMock
-    ) -> None:
+    async def test_read_timeout_is_an_unknown_outcome(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         graph_mock.on("POST", "/sendMail$", httpx.ReadTimeout("timed out"))
         with pytest.raises(SendOutcomeUnknown) as caught:
             await mailer.send_mail(MAILBOX, _message())
         assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
 
-    async def test_connection_refused_is_plain_unavailable(
-        self, mailer: GraphMailer, graph_mock: GraphMock
-    ) -> None:
+    async def test_connection_refused_is_plain_unavailable(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         graph_mock.on("POST", "/sendMail$", httpx.ConnectError("refused"))
         with pytest.raises(GraphUnavailable) as caught:
             await mailer.send_mail(MAILBOX, _message())
@@ -165,9 +155,7 @@ class TestDrafts:
         assert (draft.id, draft.internet_message_id) == ("d1", "<a@b>")
         assert graph_mock.json_body()["singleValueExtendedProperties"][0]["value"] == "email-1"
 
-    async def test_send_draft_504_is_unknown_and_sent_once(
-        self, mailer: GraphMailer, graph_mock: GraphMock
-    ) -> None:
+    async def test_send_draft_504_is_unknown_and_sent_once(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         graph_mock.on("POST", "/messages/d1/send$", graph_error(504, "GatewayTimeout"), httpx.Response(202))
         with pytest.raises(SendOutcomeUnknown):
             await mailer.send_draft(MAILBOX, "d1")
@@ -176,9 +164,7 @@ class TestDrafts:
     async def test_add_attachment(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         graph_mock.on("POST", "/messages/d1/attachments$", httpx.Response(201, json={"id": "att1"}))
 
-        attachment_id = await mailer.add_attachment(
-            MAILBOX, "d1", "a.txt", "text/plain", b"hello", is_inline=True
-        )
+        attachment_id = await mailer.add_attachment(MAILBOX, "d1", "a.txt", "text/plain", b"hello", is_inline=True)
 
         assert attachment_id == "att1"
         body = graph_mock.json_body()
@@ -190,13 +176,9 @@ class TestDrafts:
         self, mailer: GraphMailer, settings: Settings
     ) -> None:
         with pytest.raises(ValueError, match="inline limit"):
-            await mailer.add_attachment(
-                MAILBOX, "d1", "a.bin", "x/y", b"\0" * settings.inline_attachment_limit_bytes
-            )
+            await mailer.add_attachment(MAILBOX, "d1", "a.bin", "x/y", b"\0" * settings.inline_attachment_limit_bytes)
 
-    async def test_list_attachments_follows_next_link(
-        self, mailer: GraphMailer, graph_mock: GraphMock
-    ) -> None:
+    async def test_list_attachments_follows_next_link(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         next_link = "https://graph.test/v1.0/users/sender%40contoso.test/messages/d1/attachments?$skiptoken=2"
         graph_mock.on(
             "GET",
@@ -234,9 +216,7 @@ class TestDrafts:
 
 class TestUpload:
     async def test_chunk_headers_and_no_token(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
-        graph_mock.on(
-            "PUT", "/AttachmentSessions", httpx.Response(200, json={"nextExpectedRanges": ["327680"]})
-        )
+        graph_mock.on("PUT", "/AttachmentSessions", httpx.Response(200, json={"nextExpectedRanges": ["327680"]}))
 
         progress = await mailer.upload_chunk(UPLOAD_URL, 0, b"x" * 327_680, 1_000_000)
 
@@ -271,9 +251,7 @@ class TestUpload:
         assert (progress.next_offset, progress.location, progress.done) == (None, location, True)
 
     async def test_416_tells_where_to_resume(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
-        graph_mock.on(
-            "PUT", "/AttachmentSessions", httpx.Response(416, json={"nextExpectedRanges": ["655360"]})
-        )
+        graph_mock.on("PUT", "/AttachmentSessions", httpx.Response(416, json={"nextExpectedRanges": ["655360"]}))
         with pytest.raises(UploadRangeMismatch) as caught:
             await mailer.upload_chunk(UPLOAD_URL, 983_040, b"x" * 10, 2_000_000)
         assert caught.value.expected_offset == 655_360
@@ -330,34 +308,26 @@ class TestLookups:
         info = await mailer.get_message(MAILBOX, "m1")
         assert info is not None
         assert (info.id, info.internet_message_id, info.is_draft) == ("m1", "<i>", False)
-        assert parse_qs(graph_mock.requests[0].url.query.decode())["$select"] == [
-            "id,internetMessageId,isDraft"
-        ]
+        assert parse_qs(graph_mock.requests[0].url.query.decode())["$select"] == ["id,internetMessageId,isDraft"]
 
     async def test_get_message_404_is_none(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         graph_mock.on("GET", "/messages/m1$", graph_error(404, "ErrorItemNotFound"))
         assert await mailer.get_message(MAILBOX, "m1") is None
 
-    async def test_get_message_504_is_plain_unavailable(
-        self, mailer: GraphMailer, graph_mock: GraphMock
-    ) -> None:
+    async def test_get_message_504_is_plain_unavailable(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         graph_mock.on("GET", "/messages/m1$", graph_error(504, "GatewayTimeout"))
         with pytest.raises(GraphUnavailable) as caught:
             await mailer.get_message(MAILBOX, "m1")
         assert type(caught.value) is GraphUnavailable
 
-    async def test_get_message_timeout_is_plain_unavailable(
-        self, mailer: GraphMailer, graph_mock: GraphMock
-    ) -> None:
+    async def test_get_message_timeout_is_plain_unavailable(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         graph_mock.on("GET", "/messages/m1$", httpx.ReadTimeout("slow"))
         with pytest.raises(GraphUnavailable) as caught:
             await mailer.get_message(MAILBOX, "m1")
         assert type(caught.value) is GraphUnavailable
         assert caught.value.code == "ReadTimeout"
 
-    async def test_find_by_correlation_escapes_quotes(
-        self, mailer: GraphMailer, graph_mock: GraphMock
-    ) -> None:
+    async def test_find_by_correlation_escapes_quotes(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         graph_mock.on(
             "GET",
             "/mailFolders/SentItems/messages$",
@@ -373,9 +343,7 @@ class TestLookups:
             f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP_ID}' and ep/value eq 'o''brien''s')"
         ]
 
-    async def test_find_by_correlation_nothing_found(
-        self, mailer: GraphMailer, graph_mock: GraphMock
-    ) -> None:
+    async def test_find_by_correlation_nothing_found(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         graph_mock.on("GET", "/mailFolders/Drafts/messages$", httpx.Response(200, json={"value": []}))
         assert await mailer.find_by_correlation(MAILBOX, "k", "Drafts") is None
 

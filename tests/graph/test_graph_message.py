@@ -120,9 +120,7 @@ def test_request_size_limit() -> None:
     )
     assert check_request_size(largest_inline, what="sendMail") < 4 * 1024 * 1024
     # ... and one over 4 MiB of JSON is refused before it is sent.
-    big = to_graph_message(
-        _message(inline_attachments=[("big.bin", "application/octet-stream", b"x" * 3_200_000)])
-    )
+    big = to_graph_message(_message(inline_attachments=[("big.bin", "application/octet-stream", b"x" * 3_200_000)]))
     with pytest.raises(MessageTooLarge) as caught:
         check_request_size(big, what="sendMail")
     assert caught.value.reason == "message-too-large"

@@ -294,9 +294,7 @@ class ValueRefs:
             self._collect(name, bare, dot, variables)
 
     @staticmethod
-    def _chain_path(
-        var: str | None, chain: str, dot: Path_ | None, variables: dict[str, Path_]
-    ) -> Path_ | None:
+    def _chain_path(var: str | None, chain: str, dot: Path_ | None, variables: dict[str, Path_]) -> Path_ | None:
         parts = tuple(chain.strip(".").split("."))
         if var is None and dot == ("<root>",) and parts[:2] == ("root", "Values"):
             return parts[2:]  # helpers called with (dict "root" $ ...)
@@ -371,9 +369,7 @@ def test_templates_read_only_values_that_exist(value_refs: ValueRefs, defaults: 
                 problems.append(f"$role.{'.'.join(rest)} ({', '.join(sorted(where))}): in no role")
             elif has != set(defaults["roles"]):
                 # safe only under `hasKey $role "g"` for a key g that no other role has
-                unguarded = [
-                    w for w in where if not any(holders(defaults, g) <= has for g in value_refs.guards[w])
-                ]
+                unguarded = [w for w in where if not any(holders(defaults, g) <= has for g in value_refs.guards[w])]
                 if unguarded:
                     problems.append(
                         f"$role.{'.'.join(rest)} ({', '.join(sorted(unguarded))}): only in {sorted(has)} "
@@ -444,9 +440,7 @@ def _sdk_renderer() -> Renderer | None:
                 manifests = chart.render(values, name="mp", namespace="mail", is_install=True)
             except helm_python.HelmError as exc:
                 raise ChartRejectedError(str(exc)) from exc
-        return [
-            doc for path, text in sorted(manifests.items()) if path.endswith(".yaml") for doc in _docs(text)
-        ]
+        return [doc for path, text in sorted(manifests.items()) if path.endswith(".yaml") for doc in _docs(text)]
 
     return render
 
@@ -568,9 +562,7 @@ def check_deployments(docs: list[dict[str, Any]], values: dict[str, Any]) -> Non
         pod = deployment["spec"]["template"]["spec"]
         c = container(deployment)
         env = env_of(c)
-        assert set(env) <= SETTING_ENV_NAMES | {
-            e["name"] for e in values["extraEnv"] + role_values["extraEnv"]
-        }
+        assert set(env) <= SETTING_ENV_NAMES | {e["name"] for e in values["extraEnv"] + role_values["extraEnv"]}
         # replicas: owned by KEDA when it scales the role
         if role_values.get("keda", {}).get("enabled"):
             assert "replicas" not in deployment["spec"], role
@@ -584,12 +576,8 @@ def check_deployments(docs: list[dict[str, Any]], values: dict[str, Any]) -> Non
             prefetch_env = f"MAILPIPE_{role.upper().replace('-', '_')}_PREFETCH"
             assert env[prefetch_env]["value"] == str(role_values["prefetch"]), role
         if role == "scheduler":
-            assert env["MAILPIPE_MAX_IN_FLIGHT_NO_ATTACHMENTS"]["value"] == str(
-                role_values["maxInFlightNoAttachments"]
-            )
-            assert env["MAILPIPE_MAX_IN_FLIGHT_ATTACHMENTS"]["value"] == str(
-                role_values["maxInFlightAttachments"]
-            )
+            assert env["MAILPIPE_MAX_IN_FLIGHT_NO_ATTACHMENTS"]["value"] == str(role_values["maxInFlightNoAttachments"])
+            assert env["MAILPIPE_MAX_IN_FLIGHT_ATTACHMENTS"]["value"] == str(role_values["maxInFlightAttachments"])
         # Graph credentials only where Graph is called
         has_graph = "MAILPIPE_GRAPH_CLIENT_ID" in env
         assert has_graph == (role in GRAPH_ROLES), role
@@ -710,9 +698,7 @@ def test_render_alerts_use_the_application_metrics(render: Renderer) -> None:
 
 
 def test_render_config_map_keeps_numbers_exact(render: Renderer) -> None:
-    docs = render(
-        {"config": {"maxAttachmentBytes": 157286400, "mailboxRatePerS": 12.5, "limiterEnabled": False}}
-    )
+    docs = render({"config": {"maxAttachmentBytes": 157286400, "mailboxRatePerS": 12.5, "limiterEnabled": False}})
     data = of_kind(docs, "ConfigMap")[0]["data"]
     assert data["MAILPIPE_MAX_ATTACHMENT_BYTES"] == "157286400"
     assert data["MAILPIPE_MAILBOX_RATE_PER_S"] == "12.5"

@@ -20,8 +20,11 @@ def invalid_bodies() -> list[bytes]:
         cases.append(b"{not json " + str(n).encode())
         cases.append(json.dumps({**base, "publisher_message_id": f"bad-addr-{n}", "to": ["not-an-address"]}).encode())
         cases.append(json.dumps({**base, "publisher_message_id": f"crlf-{n}", "subject": "Hi\r\nBcc: x@y.z"}).encode())
-        cases.append(json.dumps({**base, "publisher_message_id": f"big-{n}", "body": {
-            "contentType": "text", "content": "x" * 70_000}}).encode())
+        cases.append(
+            json.dumps(
+                {**base, "publisher_message_id": f"big-{n}", "body": {"contentType": "text", "content": "x" * 70_000}}
+            ).encode()
+        )
         cases.append(json.dumps({**base, "publisher_message_id": f"norcpt-{n}", "to": []}).encode())
     return cases
 
@@ -71,4 +74,6 @@ async def _settled(engine) -> bool:  # type: ignore[no-untyped-def]
 
 async def _has(engine, key: str) -> bool:  # type: ignore[no-untyped-def]
     async with engine.connect() as conn:
-        return (await conn.scalar(select(IncomingEmail.id).where(IncomingEmail.publisher_message_id == key))) is not None
+        return (
+            await conn.scalar(select(IncomingEmail.id).where(IncomingEmail.publisher_message_id == key))
+        ) is not None

@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from pipeline.db.models import IncomingEmail
+from pipeline.settings import Settings
 from tests.processes import RoleProcess
 from tests.support import Publisher, count, engine_for, sample_email, wait_until
-from pipeline.settings import Settings
 
 TOTAL = 1500
 REPLIES = "publisher.replies"
@@ -32,7 +32,7 @@ async def test_sigkilled_ingest_loses_no_email_and_stores_none_twice(
         async def publish_all() -> None:
             bodies = [sample_email(n) for n in range(TOTAL)]
             for start in range(0, TOTAL, 50):
-                await publisher.publish_many(bodies[start:start + 50], reply_to=REPLIES)
+                await publisher.publish_many(bodies[start : start + 50], reply_to=REPLIES)
                 await asyncio.sleep(0.05)
 
         publishing = asyncio.create_task(publish_all())

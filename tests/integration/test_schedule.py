@@ -18,10 +18,20 @@ from pipeline.settings import Settings
 def _email(n: int, **values: object) -> IncomingEmail:
     email_id = uuid.uuid4()
     row = IncomingEmail(
-        id=email_id, publisher_message_id=f"m{n}", idempotency_source="publisher", payload={},
-        status=EmailStatus.RECEIVED, route="no-attachment", mailbox="a@x.example", priority=5,
-        next_attempt_at=utcnow() - timedelta(seconds=10), attempt_count=0, backup_attempt_count=0,
-        correlation_key=email_id.hex, created_at=utcnow() - timedelta(seconds=100 - n), updated_at=utcnow(),
+        id=email_id,
+        publisher_message_id=f"m{n}",
+        idempotency_source="publisher",
+        payload={},
+        status=EmailStatus.RECEIVED,
+        route="no-attachment",
+        mailbox="a@x.example",
+        priority=5,
+        next_attempt_at=utcnow() - timedelta(seconds=10),
+        attempt_count=0,
+        backup_attempt_count=0,
+        correlation_key=email_id.hex,
+        created_at=utcnow() - timedelta(seconds=100 - n),
+        updated_at=utcnow(),
     )
     for key, value in values.items():
         setattr(row, key, value)
@@ -35,14 +45,16 @@ async def _sessions(database_url: str) -> async_sessionmaker[AsyncSession]:
 async def test_due_emails_are_claimed_by_priority_then_age_and_never_past_the_cap(database_url: str) -> None:
     sessions = await _sessions(database_url)
     async with sessions.begin() as session:
-        session.add_all([
-            _email(0, priority=9),
-            _email(1, priority=1),
-            _email(2, priority=5),
-            _email(3, priority=1),
-            _email(4, send_at=utcnow() + timedelta(hours=1), next_attempt_at=utcnow() + timedelta(hours=1)),
-            _email(5, status=EmailStatus.DISPATCHED),
-        ])
+        session.add_all(
+            [
+                _email(0, priority=9),
+                _email(1, priority=1),
+                _email(2, priority=5),
+                _email(3, priority=1),
+                _email(4, send_at=utcnow() + timedelta(hours=1), next_attempt_at=utcnow() + timedelta(hours=1)),
+                _email(5, status=EmailStatus.DISPATCHED),
+            ]
+        )
     async with sessions.begin() as session:
         first = await schedule.claim_due(session, "no-attachment", cap=3, batch=10, now=utcnow())
     assert [c.publisher_message_id for c in first] == ["m1", "m3"]  # one slot is taken by m5
@@ -50,7 +62,8 @@ async def test_due_emails_are_claimed_by_priority_then_age_and_never_past_the_ca
     async with sessions.begin() as session:
         assert await schedule.claim_due(session, "no-attachment", cap=3, batch=10, now=utcnow()) == []
         await session.execute(
-            IncomingEmail.__table__.update().where(IncomingEmail.publisher_message_id.in_(["m1", "m3", "m5"]))
+            IncomingEmail.__table__.update()
+            .where(IncomingEmail.publisher_message_id.in_(["m1", "m3", "m5"]))
             .values(status=EmailStatus.SENT)
         )
     async with sessions.begin() as session:
@@ -79,16 +92,16 @@ async def test_sweeper_redispatches_lost_and_stuck_emails_with_a_new_attempt(dat
     sessions = await _sessions(database_url)
     old = utcnow() - timedelta(minutes=30)
     async with sessions.begin() as session:
-        session.add_all([
-            _email(0, status=EmailStatus.DISPATCHED, attempt_count=1, updated_at=old),
-            _email(1, status=EmailStatus.SENDING, attempt_count=2, updated_at=old),
-            _email(2, status=EmailStatus.SENDING, attempt_count=1, updated_at=utcnow()),
-            _email(3, status=EmailStatus.SENT, backup_attempt_count=1, updated_at=old),
-        ])
-    async with sessions.begin() as session:
-        claims = await schedule.claim_stuck(
-            session, dispatch_timeout_s=60, stuck_timeout_s=300, batch=10, now=utcnow()
+        session.add_all(
+            [
+                _email(0, status=EmailStatus.DISPATCHED, attempt_count=1, updated_at=old),
+                _email(1, status=EmailStatus.SENDING, attempt_count=2, updated_at=old),
+                _email(2, status=EmailStatus.SENDING, attempt_count=1, updated_at=utcnow()),
+                _email(3, status=EmailStatus.SENT, backup_attempt_count=1, updated_at=old),
+            ]
         )
+    async with sessions.begin() as session:
+        claims = await schedule.claim_stuck(session, dispatch_timeout_s=60, stuck_timeout_s=300, batch=10, now=utcnow())
     by_key = {c.publisher_message_id: c for c in claims}
     assert set(by_key) == {"m0", "m1", "m3"}
     assert (by_key["m0"].attempt, by_key["m1"].attempt) == (2, 3)

@@ -17,9 +17,17 @@ BIG = 60 * 1024 * 1024 + 123
 
 
 def worker_env(settings: Any) -> dict[str, object]:
-    keys = ("amqp_url", "database_url", "graph_base_url", "graph_sent_lookup_deadline_s",
-            "graph_sent_lookup_interval_s", "retry_base_delay_s", "retry_max_delay_s",
-            "mailbox_rate_per_s", "mailbox_burst")
+    keys = (
+        "amqp_url",
+        "database_url",
+        "graph_base_url",
+        "graph_sent_lookup_deadline_s",
+        "graph_sent_lookup_interval_s",
+        "retry_base_delay_s",
+        "retry_max_delay_s",
+        "mailbox_rate_per_s",
+        "mailbox_burst",
+    )
     env: dict[str, object] = {key: getattr(settings, key) for key in keys}
     env["graph_static_token"] = EMULATOR_TOKEN
     return env
@@ -27,7 +35,9 @@ def worker_env(settings: Any) -> dict[str, object]:
 
 async def _email(ctx: Any, key: str) -> IncomingEmail | None:
     async with ctx.sessions() as session:
-        return (await session.execute(select(IncomingEmail).where(IncomingEmail.publisher_message_id == key))).scalar_one_or_none()
+        return (
+            await session.execute(select(IncomingEmail).where(IncomingEmail.publisher_message_id == key))
+        ).scalar_one_or_none()
 
 
 async def test_worker_killed_mid_upload_resumes_and_sends_once_with_the_file_intact(
@@ -36,8 +46,9 @@ async def test_worker_killed_mid_upload_resumes_and_sends_once_with_the_file_int
     emulator.emulator.update_config({"keep_attachment_bytes": False})
     settings = pipeline_settings(amqp_url, database_url, emulator)
     worker = RoleProcess(["send-attachments"], worker_env(settings), tmp_path / "worker.log")
-    email = sample_email(1, attachments=[{"name": "scan.bin", "size": BIG,
-                                          "urlOrId": f"{emulator.root_url}/_emulator/files/{BIG}/42"}])
+    email = sample_email(
+        1, attachments=[{"name": "scan.bin", "size": BIG, "urlOrId": f"{emulator.root_url}/_emulator/files/{BIG}/42"}]
+    )
     async with running(settings, ["ingest", "scheduler", "backup"]) as ctx, Publisher(amqp_url) as publisher:
         worker.start()
         try:

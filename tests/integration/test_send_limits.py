@@ -83,13 +83,15 @@ async def test_a_100_mb_attachment_is_streamed_not_held_in_memory(
         worker.start()
         try:
             # Warm up: load every module the attachment path uses, with a 4 MB file.
-            await publisher.publish(sample_email(1, attachments=[
-                {"name": "warm.bin", "size": 4_000_000, "urlOrId": f"{files}/4000000/1"}]))
+            await publisher.publish(
+                sample_email(1, attachments=[{"name": "warm.bin", "size": 4_000_000, "urlOrId": f"{files}/4000000/1"}])
+            )
             await wait_until(lambda: _status(ctx, "msg-1", "backed_up"), timeout_s=120, what="warm-up email")
             await asyncio.sleep(1.0)
             idle = _rss_bytes(worker.pid)
-            await publisher.publish(sample_email(2, attachments=[
-                {"name": "big.bin", "size": size, "urlOrId": f"{files}/{size}/2"}]))
+            await publisher.publish(
+                sample_email(2, attachments=[{"name": "big.bin", "size": size, "urlOrId": f"{files}/{size}/2"}])
+            )
             peak = idle
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and not await _status(ctx, "msg-2", "backed_up"):
@@ -99,8 +101,10 @@ async def test_a_100_mb_attachment_is_streamed_not_held_in_memory(
         finally:
             worker.stop()
     growth_mb = (peak - idle) / 2**20
-    print(f"\nattachment worker RSS: idle {idle / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB, "
-          f"growth {growth_mb:.1f} MiB for a {size // 2**20} MiB file")
+    print(
+        f"\nattachment worker RSS: idle {idle / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB, "
+        f"growth {growth_mb:.1f} MiB for a {size // 2**20} MiB file"
+    )
     assert done
     assert growth_mb < 64
 

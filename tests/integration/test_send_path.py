@@ -32,8 +32,9 @@ def mixed_emails(files_url: str, rng: random.Random) -> tuple[list[dict[str, Any
                 big_files[email["publisher_message_id"]] = [(size, seed)]
             elif n % 2:
                 data = rng.randbytes(rng.randint(1, 60_000))
-                email["attachments"] = [{"name": f"note-{n}.txt", "size": len(data),
-                                         "contentBytes": base64.b64encode(data).decode()}]
+                email["attachments"] = [
+                    {"name": f"note-{n}.txt", "size": len(data), "contentBytes": base64.b64encode(data).decode()}
+                ]
             else:
                 size = rng.randint(1, 200_000)
                 email["attachments"] = [{"name": f"small-{n}.bin", "size": size, "urlOrId": f"{files_url}/{size}/{n}"}]
@@ -79,7 +80,7 @@ async def test_500_emails_are_sent_and_backed_up_exactly_once_despite_503s_and_5
     by_key = {s["correlation"]: s for s in stats["sent"]}
     for row in rows:
         if row.publisher_message_id in big_files:
-            (size, seed), = big_files[row.publisher_message_id]
+            ((size, seed),) = big_files[row.publisher_message_id]
             (attachment,) = by_key[row.correlation_key]["attachments"]
             assert attachment["size"] == size
             assert attachment["sha256"] == expected_file_sha256(size, seed)

@@ -23,9 +23,7 @@ def test_committed_definitions_match_the_topology_module() -> None:
     assert committed == definitions(), "run `mailpipe topology export` and commit rabbitmq/definitions.json"
 
 
-async def test_mailpipe_starts_on_a_broker_provisioned_from_definitions_json(
-    amqp_url: str, database_url: str
-) -> None:
+async def test_mailpipe_starts_on_a_broker_provisioned_from_definitions_json(amqp_url: str, database_url: str) -> None:
     vhost = urlsplit(amqp_url).path.lstrip("/")
     # A world-readable file: rabbitmqctl runs as the rabbitmq user, which cannot read pytest's
     # private tmp dirs, and 3.10's rabbitmqctl does not read definitions from stdin.
@@ -48,7 +46,6 @@ async def test_mailpipe_starts_on_a_broker_provisioned_from_definitions_json(
     settings = Settings(amqp_url=amqp_url, database_url=database_url)
     async with running(settings, ["ingest", "scheduler"]):
         pass
-
 
 
 async def _wait_for_queues(amqp_url: str) -> None:

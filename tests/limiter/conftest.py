@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.db.engine import create_engine, create_sessionmaker
+from pipeline.db.engine import create_engine
 from pipeline.limiter import DEFAULT_LEASE_TTL_S, SharedLimiter
 from pipeline.limiter_store import LimiterStore
 from pipeline.settings import Settings, load_settings
@@ -38,7 +38,7 @@ async def make_limiter(database_url: str) -> AsyncIterator[MakeLimiter]:
         settings = limiter_settings(url or database_url, **overrides)
         engine = create_engine(settings)
         limiter = SharedLimiter(
-            LimiterStore(create_sessionmaker(engine), settings),
+            LimiterStore(engine, settings),
             settings,
             holder=f"test-instance-{len(made)}",
             lease_ttl_s=lease_ttl_s,

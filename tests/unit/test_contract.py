@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pipeline.contract import render
@@ -16,10 +17,19 @@ def test_committed_schemas_match_the_message_models() -> None:
 
 
 def test_send_email_schema_uses_the_publisher_field_names() -> None:
-    import json
-
     schema = json.loads(render()["SendEmail.schema.json"])
-    assert {"publisher_message_id", "from", "to", "cc", "bcc", "subject", "body", "attachments", "metadata",
-            "priority", "send_at"} <= set(schema["properties"])
+    assert {
+        "publisher_message_id",
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "body",
+        "attachments",
+        "metadata",
+        "priority",
+        "send_at",
+    } <= set(schema["properties"])
     attachment = schema["$defs"]["Attachment"]["properties"]
     assert {"name", "size", "contentType", "urlOrId", "contentBytes"} <= set(attachment)

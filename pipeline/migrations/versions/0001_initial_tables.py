@@ -39,9 +39,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("dlq", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_dlq_incoming_email_id"), ["incoming_email_id"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_dlq_publisher_message_id"), ["publisher_message_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_dlq_publisher_message_id"), ["publisher_message_id"], unique=False)
 
     op.create_table(
         "email_events",
