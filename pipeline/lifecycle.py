@@ -53,7 +53,7 @@ class RoleServices:
             await asyncio.to_thread(upgrade, settings.database_url)
         ctx.keyring = load_keyring(settings)
         await ctx.broker.connect()
-        await declare_topology(ctx.broker)
+        await declare_topology(settings.amqp_url)
         if GRAPH_ROLES.intersection(self._roles):
             settings.require_graph_credentials()
             graph = build_graph_client(settings)

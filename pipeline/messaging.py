@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import aio_pika
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 from faststream.rabbit import Channel, RabbitBroker
 from pydantic import BaseModel
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 from pipeline.errors import BrokerUnavailable
 from pipeline.messages import EmailLifecycleEvent
 from pipeline.settings import Settings
-from pipeline.topology import BINDINGS, EVENTS, EXCHANGES, QUEUES, rabbit_exchange, rabbit_queue
+from pipeline.topology import BINDINGS, EVENTS, EXCHANGES, QUEUES
 
 __all__ = ["PUBLISH_TIMEOUT_S", "Bus", "create_broker", "declare_topology"]
 
@@ -35,12 +36,26 @@ def create_broker(settings: Settings) -> RabbitBroker:
     )
 
 
-async def declare_topology(broker: RabbitBroker) -> None:
-    """Declare every exchange, queue and binding; idempotent, run by every role at start."""
-    exchanges = {e.name: await broker.declare_exchange(rabbit_exchange(e)) for e in EXCHANGES}
-    queues = {q.name: await broker.declare_queue(rabbit_queue(q)) for q in QUEUES}
-    for binding in BINDINGS:
-        await queues[binding.queue].bind(exchanges[binding.exchange], routing_key=binding.routing_key)
+async def declare_topology(amqp_url: str) -> None:
+    """Declare every exchange, queue and binding; idempotent, run by every role at start.
+
+    It uses a short-lived connection of its own, not the broker's: FastStream caches declared
+    queues by name, and a queue first declared on the broker's default channel would then be
+    consumed there too, without the subscriber's own channel and its prefetch limit.
+    """
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchanges = {
+            e.name: await channel.declare_exchange(e.name, aio_pika.ExchangeType(e.type), durable=True)
+            for e in EXCHANGES
+        }
+        queues = {
+            q.name: await channel.declare_queue(q.name, durable=True, arguments={"x-queue-type": q.type, **q.arguments})
+            for q in QUEUES
+        }
+        for binding in BINDINGS:
+            await queues[binding.queue].bind(exchanges[binding.exchange], routing_key=binding.routing_key)
 
 
 class Bus:

@@ -92,7 +92,7 @@ class _Republisher:
             self._broker = create_broker(self._settings)
             try:
                 await self._broker.connect()
-                await declare_topology(self._broker)
+                await declare_topology(self._settings.amqp_url)
             except (AMQPError, ConnectionError, OSError) as exc:
                 raise BrokerUnavailable(f"cannot reach RabbitMQ: {exc!r}") from exc
             self._bus = Bus(self._broker)
