@@ -18,7 +18,9 @@ Queue types, decided deliberately for RabbitMQ 3.10:
   wake-up is a hint (the scheduler polls anyway), so losing one costs at most one poll interval.
 * DLX and delivery limit are queue arguments rather than policies, so a broker on which nobody
   loaded the definitions still dead-letters instead of silently dropping; the trade-off is that
-  changing them means a new queue (documented in docs/runbooks.md).
+  changing them means a new queue (documented in docs/runbooks.md). Policies do not replace
+  the dead-letter arguments, but on 3.10 a policy's ``overflow`` wins and the lower of a
+  policy's and our ``delivery-limit`` applies: rabbitmq/README.md lists the safe policies.
 """
 
 from __future__ import annotations
