@@ -12,7 +12,6 @@ from typing import Any
 
 import aio_pika
 
-from bench import celery_peer
 from bench.infra import TOKEN, Database, Emulator, Proc, Vhost, base_env
 from bench.load import emails
 from bench.procmon import Monitor, broker_pids, postgres_pids
@@ -104,6 +103,9 @@ def celery(db: str, n: int, mailboxes: int = 8, concurrency: int = 4) -> dict[st
         Vhost() as vhost,
         Database(db, Path(tmp)) as database,
     ):
+        # Imported here: Celery is a benchmark-only dependency (the `bench` extra).
+        from bench import celery_peer  # noqa: PLC0415
+
         emulator = Emulator(Path(tmp), 0.0, 0.0)
         try:
             emulator.configure(mailbox_max_concurrency=None, mailbox_requests_per_window=None)
