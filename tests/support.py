@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -68,7 +69,10 @@ class Publisher:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.connection is not None
-        await self.connection.close()
+        # This is the test's own AMQP client, not mailpipe's: aio-pika's robust connection close
+        # was seen to hang once its channel was closed (CI, 2026-11-22), so bound it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connection.close(), timeout=10)
 
     async def publish(
         self,
