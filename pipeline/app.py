@@ -45,10 +45,14 @@ if TYPE_CHECKING:
 __all__ = ["build_context", "create_app"]
 
 
-async def raw_body(message: StreamMessage[Any]) -> bytes:
-    """Hand handlers the undecoded body: validation is the step's job, so that a body which is
-    not even JSON is dead-lettered with a reason instead of failing inside FastStream."""
-    return message.body
+async def the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
+    """Hand handlers the delivery itself, body undecoded: validation is the step's job, so that a
+    body which is not even JSON is dead-lettered with a reason instead of failing in FastStream.
+
+    With the broker's ``apply_types=False`` (:func:`pipeline.messaging.create_broker`) FastStream
+    passes this value straight to the handler, without dependency injection.
+    """
+    return message
 
 
 def build_context(
@@ -94,7 +98,7 @@ def create_app(
             rabbit_exchange(COMMANDS),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
-            decoder=raw_body,
+            decoder=the_message,
             channel=channel(settings.ingest_prefetch),
         )
         async def on_send_email(message: RabbitMessage) -> None:
@@ -107,7 +111,7 @@ def create_app(
             rabbit_exchange(COMMANDS),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
-            decoder=raw_body,
+            decoder=the_message,
             channel=channel(16),
         )
         async def on_cancel_email(message: RabbitMessage) -> None:
@@ -117,7 +121,7 @@ def create_app(
             rabbit_queue(WAKE_QUEUE),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
-            decoder=raw_body,
+            decoder=the_message,
             channel=channel(64),
         )
         async def on_wake(message: RabbitMessage) -> None:
@@ -130,7 +134,7 @@ def create_app(
             rabbit_exchange(DISPATCH),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
-            decoder=raw_body,
+            decoder=the_message,
             channel=channel(settings.send_no_attachments_prefetch),
         )
         async def on_dispatch_no_attachment(message: RabbitMessage) -> None:
@@ -143,7 +147,7 @@ def create_app(
             rabbit_exchange(DISPATCH),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
-            decoder=raw_body,
+            decoder=the_message,
             channel=channel(settings.send_attachments_prefetch),
         )
         async def on_dispatch_attachment(message: RabbitMessage) -> None:
@@ -156,7 +160,7 @@ def create_app(
             rabbit_exchange(DISPATCH),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
-            decoder=raw_body,
+            decoder=the_message,
             channel=channel(settings.backup_prefetch),
         )
         async def on_backup(message: RabbitMessage) -> None:

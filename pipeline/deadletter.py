@@ -94,7 +94,7 @@ async def dead_letter(
                 .where(IncomingEmail.id == note.email_id)
                 .values(status=EmailStatus.FAILED, last_error=note.error, updated_at=utcnow())
             )
-            record_event(
+            await record_event(
                 session,
                 "dead_lettered",
                 email_id=note.email_id,

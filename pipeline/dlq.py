@@ -223,7 +223,7 @@ async def _apply(sessions: async_sessionmaker[AsyncSession], item: Plan) -> Plan
             if result.rowcount == 0:
                 return Plan(item.dead_letter_id, Action.REFUSED, "email is no longer failed")
         row.replayed_at = now
-        record_event(
+        await record_event(
             session,
             "dlq_replayed",
             email_id=row.incoming_email_id,
@@ -245,7 +245,7 @@ async def purge(
         now = utcnow()
         for row in rows:
             row.purged_at = now
-            record_event(
+            await record_event(
                 session,
                 "dlq_purged",
                 email_id=row.incoming_email_id,

@@ -1,19 +1,38 @@
-"""Writes to the append-only ``email_events`` timeline."""
+"""Writes to the append-only ``email_events`` timeline.
+
+Rows are inserted with Core statements in the caller's transaction, at once (not at the ORM's
+flush), so an event commits with the state change it describes and costs one statement.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pipeline.db.models import EmailEvent
+from pipeline.db.tables import email_events
 from pipeline.db.types import utcnow
 
-__all__ = ["record_event"]
+__all__ = ["event_row", "record_event", "record_events"]
 
 
-def record_event(
+def event_row(
+    event: str, *, email_id: uuid.UUID | None, publisher_message_id: str | None, **detail: Any
+) -> dict[str, Any]:
+    """One ``email_events`` row as parameters, for :func:`record_events`."""
+    return {
+        "incoming_email_id": email_id,
+        "publisher_message_id": publisher_message_id,
+        "event": event,
+        "detail": detail or None,
+        "created_at": utcnow(),
+    }
+
+
+async def record_event(
     session: AsyncSession,
     event: str,
     *,
@@ -21,13 +40,13 @@ def record_event(
     publisher_message_id: str | None,
     **detail: Any,
 ) -> None:
-    """Add one timeline row to ``session``; it commits with the state change it describes."""
-    session.add(
-        EmailEvent(
-            incoming_email_id=email_id,
-            publisher_message_id=publisher_message_id,
-            event=event,
-            detail=detail or None,
-            created_at=utcnow(),
-        )
+    """Insert one timeline row in ``session``'s transaction."""
+    await record_events(
+        session, [event_row(event, email_id=email_id, publisher_message_id=publisher_message_id, **detail)]
     )
+
+
+async def record_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many timeline rows with one statement (an executemany)."""
+    if rows:
+        await session.execute(insert(email_events), list(rows))

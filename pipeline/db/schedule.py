@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pipeline.db.events import record_event
+from pipeline.db.events import event_row, record_event, record_events
 from pipeline.db.models import EmailStatus, IncomingEmail, Route
+from pipeline.db.tables import incoming_emails as emails
 
 __all__ = ["IN_FLIGHT", "Claimed", "cancel", "claim_due", "claim_due_backups", "claim_stuck", "free_slots"]
 
@@ -49,20 +50,16 @@ async def claim_due(session: AsyncSession, route: str, cap: int, batch: int, now
     """Mark up to the free slots of ``route``'s due emails dispatched and return them."""
     await _lock_route(session, route)
     in_flight = await session.scalar(
-        select(func.count()).where(IncomingEmail.route == route, IncomingEmail.status.in_(IN_FLIGHT))
+        select(func.count()).where(emails.c.route == route, emails.c.status.in_(IN_FLIGHT))
     )
     limit = free_slots(cap, int(in_flight or 0), batch)
     if limit == 0:
         return []
     rows = (
         await session.execute(
-            select(IncomingEmail.id, IncomingEmail.publisher_message_id, IncomingEmail.attempt_count)
-            .where(
-                IncomingEmail.route == route,
-                IncomingEmail.status.in_(DUE),
-                IncomingEmail.next_attempt_at <= now,
-            )
-            .order_by(IncomingEmail.priority, IncomingEmail.next_attempt_at, IncomingEmail.created_at)
+            select(emails.c.id, emails.c.publisher_message_id, emails.c.attempt_count)
+            .where(emails.c.route == route, emails.c.status.in_(DUE), emails.c.next_attempt_at <= now)
+            .order_by(emails.c.priority, emails.c.next_attempt_at, emails.c.created_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -75,27 +72,27 @@ async def _mark_dispatched(
 ) -> list[Claimed]:
     if not rows:
         return []
-    # One statement for the whole batch: the claim is the hot path of the scheduler.
+    # One statement for the whole batch, and one for its events: the claim is the hot path.
     await session.execute(
-        update(IncomingEmail)
-        .where(IncomingEmail.id.in_([email_id for email_id, _, _ in rows]))
+        update(emails)
+        .where(emails.c.id.in_([email_id for email_id, _, _ in rows]))
         .values(
             status=EmailStatus.DISPATCHED,
-            attempt_count=IncomingEmail.attempt_count + 1,
+            attempt_count=emails.c.attempt_count + 1,
             dispatched_at=now,
             updated_at=now,
         )
     )
     claimed = [Claimed(email_id, publisher_id, route, attempts + 1) for email_id, publisher_id, attempts in rows]
-    for item in claimed:
-        record_event(
-            session,
-            "dispatched",
-            email_id=item.id,
-            publisher_message_id=item.publisher_message_id,
-            route=route,
-            attempt=item.attempt,
-        )
+    await record_events(
+        session,
+        [
+            event_row(
+                "dispatched", email_id=c.id, publisher_message_id=c.publisher_message_id, route=route, attempt=c.attempt
+            )
+            for c in claimed
+        ],
+    )
     return claimed
 
 
@@ -104,29 +101,30 @@ async def claim_due_backups(session: AsyncSession, batch: int, now: datetime) ->
     await _lock_route(session, Route.BACKUP)
     rows = (
         await session.execute(
-            select(IncomingEmail.id, IncomingEmail.publisher_message_id, IncomingEmail.backup_attempt_count)
-            .where(IncomingEmail.status == EmailStatus.BACKUP_WAIT, IncomingEmail.next_attempt_at <= now)
-            .order_by(IncomingEmail.next_attempt_at)
+            select(emails.c.id, emails.c.publisher_message_id, emails.c.backup_attempt_count)
+            .where(emails.c.status == EmailStatus.BACKUP_WAIT, emails.c.next_attempt_at <= now)
+            .order_by(emails.c.next_attempt_at)
             .limit(batch)
             .with_for_update(skip_locked=True)
         )
     ).all()
-    claimed = []
-    for row in rows:
-        attempt = row.backup_attempt_count + 1
-        await session.execute(
-            update(IncomingEmail)
-            .where(IncomingEmail.id == row.id)
-            .values(status=EmailStatus.SENT, backup_attempt_count=attempt, updated_at=now)
-        )
-        record_event(
-            session,
-            "backup_dispatched",
-            email_id=row.id,
-            publisher_message_id=row.publisher_message_id,
-            attempt=attempt,
-        )
-        claimed.append(Claimed(row.id, row.publisher_message_id, Route.BACKUP, attempt))
+    if not rows:
+        return []
+    await session.execute(
+        update(emails)
+        .where(emails.c.id.in_([row.id for row in rows]))
+        .values(status=EmailStatus.SENT, backup_attempt_count=emails.c.backup_attempt_count + 1, updated_at=now)
+    )
+    claimed = [Claimed(row.id, row.publisher_message_id, Route.BACKUP, row.backup_attempt_count + 1) for row in rows]
+    await record_events(
+        session,
+        [
+            event_row(
+                "backup_dispatched", email_id=c.id, publisher_message_id=c.publisher_message_id, attempt=c.attempt
+            )
+            for c in claimed
+        ],
+    )
     return claimed
 
 
@@ -168,11 +166,9 @@ async def claim_stuck(
         if row.status == EmailStatus.SENT:
             attempt = row.backup_attempt_count + 1
             await session.execute(
-                update(IncomingEmail)
-                .where(IncomingEmail.id == row.id)
-                .values(backup_attempt_count=attempt, updated_at=now)
+                update(emails).where(emails.c.id == row.id).values(backup_attempt_count=attempt, updated_at=now)
             )
-            record_event(
+            await record_event(
                 session,
                 "backup_redispatched",
                 email_id=row.id,
@@ -183,11 +179,11 @@ async def claim_stuck(
             continue
         attempt = row.attempt_count + 1
         await session.execute(
-            update(IncomingEmail)
-            .where(IncomingEmail.id == row.id)
+            update(emails)
+            .where(emails.c.id == row.id)
             .values(status=EmailStatus.DISPATCHED, attempt_count=attempt, dispatched_at=now, updated_at=now)
         )
-        record_event(
+        await record_event(
             session,
             "redispatched",
             email_id=row.id,
@@ -209,7 +205,7 @@ async def cancel(session: AsyncSession, publisher_message_id: str, now: datetime
     if row is None:
         return None, "unknown"
     if row.status not in DUE or row.send_started_at is not None:
-        record_event(
+        await record_event(
             session,
             "cancel_refused",
             email_id=row.id,
@@ -219,5 +215,5 @@ async def cancel(session: AsyncSession, publisher_message_id: str, now: datetime
         return row.id, f"refused:{row.status}"
     row.status = EmailStatus.CANCELLED
     row.updated_at = now
-    record_event(session, "cancelled", email_id=row.id, publisher_message_id=publisher_message_id)
+    await record_event(session, "cancelled", email_id=row.id, publisher_message_id=publisher_message_id)
     return row.id, "cancelled"

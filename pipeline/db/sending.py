@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from pipeline.db.events import record_event
-from pipeline.db.models import EmailStatus, IncomingEmail, SentEmail, WorkerReceipt
+from pipeline.db.models import EmailStatus, IncomingEmail
+from pipeline.db.tables import incoming_emails, insert_ignoring_conflicts, sent_emails, worker_receipts
 
 __all__ = [
     "Taken",
@@ -27,6 +27,27 @@ __all__ = [
     "take",
     "touch",
 ]
+
+
+_INSERT_RECEIPT = insert_ignoring_conflicts(
+    worker_receipts,
+    ["incoming_email_id", "attempt", "pool", "worker", "received_at"],
+    returning="id",
+)
+_INSERT_SENT = insert_ignoring_conflicts(
+    sent_emails,
+    [
+        "incoming_email_id",
+        "mailbox",
+        "correlation_key",
+        "method",
+        "graph_draft_id",
+        "internet_message_id",
+        "recovered",
+        "sent_at",
+    ],
+    conflict=["incoming_email_id"],
+)
 
 
 @dataclass(frozen=True)
@@ -49,18 +70,17 @@ async def take(
         return None
     if email.status not in (EmailStatus.DISPATCHED, EmailStatus.SENDING):
         return None
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    inserted = (
-        await session.execute(
-            insert(WorkerReceipt)
-            .values(incoming_email_id=email_id, attempt=attempt, pool=pool, worker=worker, received_at=now)
-            .on_conflict_do_nothing()
-            .returning(WorkerReceipt.id)
-        )
-    ).scalar_one_or_none()
-    email.status = EmailStatus.SENDING
-    email.updated_at = now
-    record_event(
+    receipt = {"incoming_email_id": email_id, "attempt": attempt, "pool": pool, "worker": worker, "received_at": now}
+    inserted = (await session.execute(_INSERT_RECEIPT, receipt)).scalar_one_or_none()
+    await session.execute(
+        update(incoming_emails)
+        .where(incoming_emails.c.id == email_id)
+        .values(status=EmailStatus.SENDING, updated_at=now)
+    )
+    # Mirror the write on the loaded object without making the ORM flush it a second time.
+    set_committed_value(email, "status", EmailStatus.SENDING)
+    set_committed_value(email, "updated_at", now)
+    await record_event(
         session,
         "taken" if inserted is not None else "resumed",
         email_id=email_id,
@@ -72,29 +92,29 @@ async def take(
 
 
 def _guard(email_id: uuid.UUID, attempt: int) -> ColumnElement[bool]:
-    return and_(IncomingEmail.id == email_id, IncomingEmail.attempt_count == attempt)
+    return and_(incoming_emails.c.id == email_id, incoming_emails.c.attempt_count == attempt)
 
 
 async def touch(session: AsyncSession, email_id: uuid.UUID, attempt: int, now: datetime) -> bool:
     """Show the sweeper this attempt is alive (long uploads call it per chunk)."""
     result = await session.execute(
-        update(IncomingEmail)
-        .where(_guard(email_id, attempt), IncomingEmail.status == EmailStatus.SENDING)
+        update(incoming_emails)
+        .where(_guard(email_id, attempt), incoming_emails.c.status == EmailStatus.SENDING)
         .values(updated_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def set_draft(session: AsyncSession, email_id: uuid.UUID, attempt: int, draft_id: str | None) -> None:
-    await session.execute(update(IncomingEmail).where(_guard(email_id, attempt)).values(graph_draft_id=draft_id))
+    await session.execute(update(incoming_emails).where(_guard(email_id, attempt)).values(graph_draft_id=draft_id))
 
 
 async def set_send_started(session: AsyncSession, email_id: uuid.UUID, attempt: int, now: datetime | None) -> bool:
     """Record (or clear, with None) that a send call is about to happen; False if stale."""
     result = await session.execute(
-        update(IncomingEmail)
-        .where(_guard(email_id, attempt), IncomingEmail.status == EmailStatus.SENDING)
-        .values(send_started_at=now, updated_at=now or IncomingEmail.updated_at)
+        update(incoming_emails)
+        .where(_guard(email_id, attempt), incoming_emails.c.status == EmailStatus.SENDING)
+        .values(send_started_at=now, updated_at=now or incoming_emails.c.updated_at)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -110,24 +130,22 @@ async def mark_sent(
     backup_at: datetime,
 ) -> None:
     """The send happened: one ``sent_emails`` row, one event, and the backup scheduled for ``backup_at``."""
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     await session.execute(
-        insert(SentEmail)
-        .values(
-            incoming_email_id=email.id,
-            mailbox=email.mailbox,
-            correlation_key=email.correlation_key,
-            method=method,
-            graph_draft_id=email.graph_draft_id,
-            internet_message_id=internet_message_id,
-            recovered=recovered,
-            sent_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["incoming_email_id"])
+        _INSERT_SENT,
+        {
+            "incoming_email_id": email.id,
+            "mailbox": email.mailbox,
+            "correlation_key": email.correlation_key,
+            "method": method,
+            "graph_draft_id": email.graph_draft_id,
+            "internet_message_id": internet_message_id,
+            "recovered": recovered,
+            "sent_at": now,
+        },
     )
     await session.execute(
-        update(IncomingEmail)
-        .where(IncomingEmail.id == email.id)
+        update(incoming_emails)
+        .where(incoming_emails.c.id == email.id)
         .values(
             status=EmailStatus.BACKUP_WAIT,
             backup_attempt_count=0,
@@ -136,7 +154,7 @@ async def mark_sent(
             updated_at=now,
         )
     )
-    record_event(
+    await record_event(
         session,
         "sent",
         email_id=email.id,
@@ -168,8 +186,8 @@ async def park(
     }
     if not keep_send_started:
         values["send_started_at"] = None
-    await session.execute(update(IncomingEmail).where(IncomingEmail.id == email.id).values(**values))
-    record_event(
+    await session.execute(update(incoming_emails).where(incoming_emails.c.id == email.id).values(**values))
+    await record_event(
         session,
         "retry_scheduled",
         email_id=email.id,

@@ -20,15 +20,14 @@ import structlog
 from faststream.rabbit import RabbitMessage
 from pydantic import ValidationError
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from pipeline.context import AppContext
 from pipeline.crypto import AES_GCM
 from pipeline.db import sending
 from pipeline.db.errors import store_errors
 from pipeline.db.events import record_event
-from pipeline.db.models import EmailBackup, EmailStatus, IncomingEmail, SentEmail
+from pipeline.db.models import EmailStatus, IncomingEmail, SentEmail
+from pipeline.db.tables import email_backups, incoming_emails, insert_ignoring_conflicts, sent_emails
 from pipeline.db.types import utcnow
 from pipeline.deadletter import DeadLetterNote, dead_letter
 from pipeline.errors import (
@@ -54,6 +53,23 @@ from pipeline.topology import DISPATCH
 __all__ = ["compress", "handle_backup", "process_backup"]
 
 log = structlog.get_logger(__name__)
+
+
+_INSERT_BACKUP = insert_ignoring_conflicts(
+    email_backups,
+    [
+        "incoming_email_id",
+        "graph_message_id",
+        "compressed_blob",
+        "compression",
+        "size",
+        "checksum",
+        "encryption",
+        "key_id",
+        "created_at",
+    ],
+    conflict=["graph_message_id"],
+)
 
 
 def compress(mime: bytes) -> bytes:
@@ -82,28 +98,26 @@ async def _store(ctx: AppContext, email: IncomingEmail, graph_message_id: str, m
         encryption = AES_GCM
     now = utcnow()
     async with store_errors("backup store"), ctx.sessions.begin() as session:
-        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
         await session.execute(
-            insert(EmailBackup)
-            .values(
-                incoming_email_id=email.id,
-                graph_message_id=graph_message_id,
-                compressed_blob=blob,
-                compression="gzip",
-                size=len(mime),
-                checksum=hashlib.sha256(mime).hexdigest(),
-                encryption=encryption,
-                key_id=key_id,
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["graph_message_id"])
+            _INSERT_BACKUP,
+            {
+                "incoming_email_id": email.id,
+                "graph_message_id": graph_message_id,
+                "compressed_blob": blob,
+                "compression": "gzip",
+                "size": len(mime),
+                "checksum": hashlib.sha256(mime).hexdigest(),
+                "encryption": encryption,
+                "key_id": key_id,
+                "created_at": now,
+            },
         )
         await session.execute(
-            update(IncomingEmail)
-            .where(IncomingEmail.id == email.id)
+            update(incoming_emails)
+            .where(incoming_emails.c.id == email.id)
             .values(status=EmailStatus.BACKED_UP, updated_at=now)
         )
-        record_event(
+        await record_event(
             session,
             "backed_up",
             email_id=email.id,
@@ -133,8 +147,8 @@ async def _locate(ctx: AppContext, email: IncomingEmail, sent: SentEmail) -> str
         )
     async with store_errors("backup locate"), ctx.sessions.begin() as session:
         await session.execute(
-            update(SentEmail)
-            .where(SentEmail.id == sent.id)
+            update(sent_emails)
+            .where(sent_emails.c.id == sent.id)
             .values(graph_message_id=found.id, internet_message_id=found.internet_message_id)
         )
     return found.id

@@ -23,14 +23,12 @@ from typing import Any
 from faststream.rabbit import RabbitMessage
 from pydantic import ValidationError
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.context import AppContext
 from pipeline.db.errors import store_errors
 from pipeline.db.events import record_event
-from pipeline.db.models import EmailStatus, IncomingEmail, Route
+from pipeline.db.models import EmailStatus, Route
+from pipeline.db.tables import incoming_emails, insert_ignoring_conflicts
 from pipeline.db.types import utcnow
 from pipeline.deadletter import DeadLetterNote, dead_letter
 from pipeline.errors import InvalidMessage, MailpipeError
@@ -77,8 +75,28 @@ class StoredEmail:
     status: str
 
 
-def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+_INSERT_EMAIL = insert_ignoring_conflicts(
+    incoming_emails,
+    [
+        "id",
+        "publisher_message_id",
+        "idempotency_source",
+        "payload",
+        "status",
+        "route",
+        "mailbox",
+        "priority",
+        "send_at",
+        "next_attempt_at",
+        "correlation_key",
+        "attempt_count",
+        "backup_attempt_count",
+        "created_at",
+        "updated_at",
+    ],
+    conflict=["publisher_message_id"],
+    returning="id",
+)
 
 
 async def store_email(ctx: AppContext, email: SendEmail, payload: dict[str, Any]) -> StoredEmail:
@@ -98,20 +116,15 @@ async def store_email(ctx: AppContext, email: SendEmail, payload: dict[str, Any]
         "send_at": email.send_at,
         "next_attempt_at": max(now, email.send_at) if email.send_at else now,
         "correlation_key": email_id.hex,
+        "attempt_count": 0,
+        "backup_attempt_count": 0,
         "created_at": now,
         "updated_at": now,
     }
     async with store_errors("ingest"), ctx.sessions.begin() as session:
-        insert = _insert(session)
-        stmt = (
-            insert(IncomingEmail)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["publisher_message_id"])
-            .returning(IncomingEmail.id)
-        )
-        inserted = (await session.execute(stmt)).scalar_one_or_none()
+        inserted = (await session.execute(_INSERT_EMAIL, values)).scalar_one_or_none()
         if inserted is not None:
-            record_event(
+            await record_event(
                 session,
                 "received",
                 email_id=inserted,
@@ -121,16 +134,23 @@ async def store_email(ctx: AppContext, email: SendEmail, payload: dict[str, Any]
             )
             return StoredEmail(inserted, key, True, False, now, EmailStatus.RECEIVED)
         row = (
-            await session.execute(select(IncomingEmail).where(IncomingEmail.publisher_message_id == key))
-        ).scalar_one()
+            await session.execute(
+                select(
+                    incoming_emails.c.id,
+                    incoming_emails.c.receipt_confirmed_at,
+                    incoming_emails.c.created_at,
+                    incoming_emails.c.status,
+                ).where(incoming_emails.c.publisher_message_id == key)
+            )
+        ).one()
         return StoredEmail(row.id, key, False, row.receipt_confirmed_at is not None, row.created_at, row.status)
 
 
 async def _confirm_receipt(ctx: AppContext, email_id: uuid.UUID) -> None:
     async with store_errors("receipt"), ctx.sessions.begin() as session:
         await session.execute(
-            update(IncomingEmail)
-            .where(IncomingEmail.id == email_id, IncomingEmail.receipt_confirmed_at.is_(None))
+            update(incoming_emails)
+            .where(incoming_emails.c.id == email_id, incoming_emails.c.receipt_confirmed_at.is_(None))
             .values(receipt_confirmed_at=utcnow())
         )
 

@@ -120,9 +120,11 @@ async def test_the_scheduler_finds_the_trace_context_ingest_recorded(database_ur
     traceparent = f"00-{TRACE_ID}-{PUBLISHER_SPAN}-01"
     try:
         async with sessions.begin() as session:
-            record_event(session, "received", email_id=recorded, publisher_message_id="a", traceparent=traceparent)
-            record_event(session, "received", email_id=plain, publisher_message_id="b", route="attachment")
-            record_event(session, "dispatched", email_id=plain, publisher_message_id="b", traceparent="ignored")
+            await record_event(
+                session, "received", email_id=recorded, publisher_message_id="a", traceparent=traceparent
+            )
+            await record_event(session, "received", email_id=plain, publisher_message_id="b", route="attachment")
+            await record_event(session, "dispatched", email_id=plain, publisher_message_id="b", traceparent="ignored")
         tracing = Tracing(TracerProvider(), owned=False)
         found = await tracing.received_traceparents(sessions, [recorded, plain, uuid.uuid4()])
     finally:
