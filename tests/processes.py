@@ -10,6 +10,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.settings import Settings
+from tests.support import EMULATOR_TOKEN
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,6 +22,24 @@ def role_env(settings: Mapping[str, object]) -> dict[str, str]:
     env.setdefault("MAILPIPE_LOG_FORMAT", "json")
     env.setdefault("MAILPIPE_HTTP_PORT", "0")  # a free port each: several roles run side by side
     env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def worker_env(settings: Settings) -> dict[str, object]:
+    """The settings a role process needs from a whole-pipeline test's ``settings``."""
+    keys = (
+        "amqp_url",
+        "database_url",
+        "graph_base_url",
+        "graph_sent_lookup_deadline_s",
+        "graph_sent_lookup_interval_s",
+        "retry_base_delay_s",
+        "retry_max_delay_s",
+        "mailbox_rate_per_s",
+        "mailbox_burst",
+    )
+    env: dict[str, object] = {key: getattr(settings, key) for key in keys}
+    env["graph_static_token"] = EMULATOR_TOKEN
     return env
 
 

@@ -25,13 +25,19 @@ async def store_errors(operation: str) -> AsyncIterator[None]:
     except (OperationalError, PoolTimeout, ConnectionError, OSError) as exc:
         raise StoreUnavailable(f"database unavailable during {operation}: {exc.__class__.__name__}") from exc
     except DBAPIError as exc:
-        if exc.connection_invalidated or _is_connection_error(exc):
+        if exc.connection_invalidated or _is_connection_error(exc.orig):
             raise StoreUnavailable(f"database connection lost during {operation}") from exc
+        raise
+    except Exception as exc:
+        # SQLAlchemy does not wrap what the driver raises while connecting: a server that is
+        # starting up or shutting down answers asyncpg's connect with CannotConnectNowError (57P03).
+        if _is_connection_error(exc):
+            raise StoreUnavailable(f"database unavailable during {operation}: {exc.__class__.__name__}") from exc
         raise
 
 
-def _is_connection_error(exc: DBAPIError) -> bool:
-    name = type(exc.orig).__name__ if exc.orig is not None else ""
+def _is_connection_error(error: BaseException | None) -> bool:
+    name = type(error).__name__ if error is not None else ""
     return any(
         marker in name
         for marker in (

@@ -21,9 +21,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.context import AppContext
+from pipeline.db.errors import store_errors
 from pipeline.db.models import DeadLetter, EmailStatus, IncomingEmail, Route
 from pipeline.db.schedule import DUE, IN_FLIGHT
 from pipeline.db.types import utcnow
+from pipeline.errors import StoreUnavailable
 from pipeline.observability.metrics import Metrics
 from pipeline.topology import QUEUES
 
@@ -51,9 +53,11 @@ class Sampler:
     async def sample_once(self) -> None:
         """One round; errors are logged, never raised (a sampler must not stop a role)."""
         try:
-            await self.sample_database()
-        except SQLAlchemyError as exc:
-            log.warning("metrics sampling: database unavailable", error=type(exc).__name__)
+            # store_errors: a connection refused at connect time is an OSError, not a SQLAlchemyError.
+            async with store_errors("metrics sampling"):
+                await self.sample_database()
+        except (StoreUnavailable, SQLAlchemyError) as exc:
+            log.warning("metrics sampling: database unavailable", error=str(exc))
         try:
             await self.sample_queues()
         except (AMQPError, OSError, TimeoutError) as exc:

@@ -10,27 +10,10 @@ from sqlalchemy import select
 
 from pipeline.db.models import FileUpload, IncomingEmail
 from pipeline.emulator import expected_file_sha256
-from tests.processes import RoleProcess
-from tests.support import EMULATOR_TOKEN, Publisher, pipeline_settings, running, sample_email, wait_until
+from tests.processes import RoleProcess, worker_env
+from tests.support import Publisher, pipeline_settings, running, sample_email, wait_until
 
 BIG = 60 * 1024 * 1024 + 123
-
-
-def worker_env(settings: Any) -> dict[str, object]:
-    keys = (
-        "amqp_url",
-        "database_url",
-        "graph_base_url",
-        "graph_sent_lookup_deadline_s",
-        "graph_sent_lookup_interval_s",
-        "retry_base_delay_s",
-        "retry_max_delay_s",
-        "mailbox_rate_per_s",
-        "mailbox_burst",
-    )
-    env: dict[str, object] = {key: getattr(settings, key) for key in keys}
-    env["graph_static_token"] = EMULATOR_TOKEN
-    return env
 
 
 async def _email(ctx: Any, key: str) -> IncomingEmail | None:

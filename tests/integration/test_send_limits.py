@@ -12,8 +12,7 @@ import psutil
 from sqlalchemy import func, select
 
 from pipeline.db.models import IncomingEmail, WorkerReceipt
-from tests.integration.test_send_crash import worker_env
-from tests.processes import RoleProcess
+from tests.processes import RoleProcess, worker_env
 from tests.support import Publisher, pipeline_settings, running, sample_email, wait_until
 
 CAP = 5

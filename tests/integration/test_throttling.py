@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from pipeline.db.models import IncomingEmail
-from tests.integration.test_send_crash import worker_env
-from tests.processes import RoleProcess
+from tests.processes import RoleProcess, worker_env
 from tests.support import Publisher, pipeline_settings, running, sample_email
 
 # The issue asks for 20 calls/s per mailbox and a backlog of 3,000. On the 2-core machines CI

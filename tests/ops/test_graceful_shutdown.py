@@ -17,32 +17,18 @@ import pytest
 from sqlalchemy import func, select
 
 from pipeline.db.models import IncomingEmail
-from tests.processes import RoleProcess
-from tests.support import EMULATOR_TOKEN, Publisher, pipeline_settings, running, sample_email, wait_until
+from tests.processes import RoleProcess, worker_env
+from tests.support import Publisher, pipeline_settings, running, sample_email, wait_until
 
 FIRST, SECOND = 24, 4
 
 
 def worker_settings(settings: Any, graceful_timeout_s: float) -> dict[str, object]:
-    keys = (
-        "amqp_url",
-        "database_url",
-        "graph_base_url",
-        "graph_sent_lookup_deadline_s",
-        "graph_sent_lookup_interval_s",
-        "retry_base_delay_s",
-        "retry_max_delay_s",
-        "mailbox_rate_per_s",
-        "mailbox_burst",
-    )
-    env: dict[str, object] = {key: getattr(settings, key) for key in keys}
-    env.update(
-        graph_static_token=EMULATOR_TOKEN,
-        graceful_timeout_s=graceful_timeout_s,
-        send_no_attachments_prefetch=8,
-        log_level="DEBUG",
-    )
-    return env
+    return worker_env(settings) | {
+        "graceful_timeout_s": graceful_timeout_s,
+        "send_no_attachments_prefetch": 8,
+        "log_level": "DEBUG",
+    }
 
 
 def sigterm_and_time(worker: RoleProcess, limit_s: float) -> float:
