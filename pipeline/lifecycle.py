@@ -94,8 +94,13 @@ class RoleServices:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                # A background loop that died earlier must not turn a clean drain into a crash.
+                log.exception("background task had failed", task=task.get_name())
         self._tasks.clear()
 
     async def close(self) -> None:

@@ -102,6 +102,11 @@ class Scheduler:
                 await self.run_once()
             except TransientError as exc:
                 log.warning("scheduler round failed; will retry", reason=exc.reason, error=str(exc))
+            except Exception:
+                # A bug or an error nobody translated must not end dispatching while the process
+                # still looks healthy: log it loudly and try again next round (the database
+                # state is consistent, each round is one transaction per route).
+                log.exception("scheduler round failed unexpectedly; will retry")
 
     async def run_once(self) -> int:
         """One round: dispatch what is due (repeatedly, while batches fill), sweep when it is time."""
