@@ -119,7 +119,9 @@ def create_app(
 
         @broker.subscriber(
             rabbit_queue(WAKE_QUEUE),
-            ack_policy=AckPolicy.MANUAL,
+            # Consumed without acks: a wake-up is a hint (a lost one costs a poll interval), and
+            # there are two per email, so acking each would be a frame per hint for nothing.
+            ack_policy=AckPolicy.ACK_FIRST,
             no_reply=True,
             decoder=the_message,
             channel=channel(64),

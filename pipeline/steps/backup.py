@@ -37,6 +37,7 @@ from pipeline.errors import (
     MailpipeError,
     StoreUnavailable,
 )
+from pipeline.graph import MessageInfo
 from pipeline.messages import BackupRequest
 from pipeline.observability.edge import (
     bind_ids,
@@ -89,7 +90,14 @@ async def _load(ctx: AppContext, email_id: uuid.UUID) -> tuple[IncomingEmail, Se
     return (row[0], row[1]) if row is not None else None
 
 
-async def _store(ctx: AppContext, email: IncomingEmail, graph_message_id: str, mime: bytes) -> None:
+async def _store(
+    ctx: AppContext,
+    email: IncomingEmail,
+    sent: SentEmail,
+    located: MessageInfo,
+    mime: bytes,
+) -> None:
+    graph_message_id = located.id
     blob = compress(mime)
     encryption, key_id = "none", None
     keyring = ctx.keyring
@@ -98,6 +106,12 @@ async def _store(ctx: AppContext, email: IncomingEmail, graph_message_id: str, m
         encryption = AES_GCM
     now = utcnow()
     async with store_errors("backup store"), ctx.sessions.begin() as session:
+        if sent.graph_message_id is None:
+            await session.execute(
+                update(sent_emails)
+                .where(sent_emails.c.id == sent.id)
+                .values(graph_message_id=located.id, internet_message_id=located.internet_message_id)
+            )
         await session.execute(
             _INSERT_BACKUP,
             {
@@ -136,22 +150,21 @@ async def _store(ctx: AppContext, email: IncomingEmail, graph_message_id: str, m
     )
 
 
-async def _locate(ctx: AppContext, email: IncomingEmail, sent: SentEmail) -> str:
+async def _locate(ctx: AppContext, email: IncomingEmail, sent: SentEmail) -> MessageInfo:
+    """The Sent Items copy: as ``sent_emails`` knows it, or looked up by correlation key.
+
+    A looked-up id is written by :func:`_store`, in the backup's own transaction: a failure in
+    between costs one more look-up on the next attempt, not a transaction per email.
+    """
     if sent.graph_message_id:
-        return sent.graph_message_id
+        return MessageInfo(sent.graph_message_id, sent.internet_message_id, is_draft=False)
     found = await ctx.require_mailer().find_by_correlation(email.mailbox, email.correlation_key, "SentItems")
     if found is None:
         raise GraphUnavailable(
             f"the sent copy of {email.id} is not in Sent Items yet",
             retry_after_s=ctx.settings.graph_sent_lookup_interval_s,
         )
-    async with store_errors("backup locate"), ctx.sessions.begin() as session:
-        await session.execute(
-            update(sent_emails)
-            .where(sent_emails.c.id == sent.id)
-            .values(graph_message_id=found.id, internet_message_id=found.internet_message_id)
-        )
-    return found.id
+    return found
 
 
 async def process_backup(ctx: AppContext, request: BackupRequest) -> str:
@@ -163,10 +176,10 @@ async def process_backup(ctx: AppContext, request: BackupRequest) -> str:
     if email.status != EmailStatus.SENT or email.backup_attempt_count != request.attempt:
         return "stale"
     try:
-        graph_message_id = await _locate(ctx, email, sent)
-        bind_ids(graph_message_id=graph_message_id)
-        mime = await ctx.require_mailer().get_mime(email.mailbox, graph_message_id)
-        await _store(ctx, email, graph_message_id, mime)
+        located = await _locate(ctx, email, sent)
+        bind_ids(graph_message_id=located.id)
+        mime = await ctx.require_mailer().get_mime(email.mailbox, located.id)
+        await _store(ctx, email, sent, located, mime)
         note_stage(ctx, "sent_to_backed_up", sent.sent_at)
     except (StoreUnavailable, BrokerUnavailable):
         raise

@@ -155,11 +155,10 @@ class Scheduler:
 
 
 async def handle_wake(ctx: AppContext, message: RabbitMessage) -> None:
-    """A wake-up hint; losing one costs one poll interval, so it is acked at once."""
+    """A wake-up hint; losing one costs one poll interval, so it is consumed without an ack."""
     scheduler = ctx.scheduler
     if scheduler is not None:
         scheduler.wake()
-    await message.ack()
 
 
 async def cancel_email(ctx: AppContext, body: bytes) -> str:
