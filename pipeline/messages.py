@@ -54,7 +54,17 @@ def _email_address(value: str) -> str:
         validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(f"{address!r} is not a valid email address: {exc}") from exc
-    return f"{name} <{address}>" if name else address
+    if not name:
+        return address
+    # The stored form is parsed again when the email is sent: it must give back this very pair.
+    # Unquoted, a name such as `Doe, Jane` or `<other@example.com>` parses as another address.
+    formatted = f"{name} <{address}>"
+    if parseaddr(formatted) != (name, address):
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        formatted = f'"{escaped}" <{address}>'
+        if parseaddr(formatted) != (name, address):
+            raise ValueError(f"{value!r}: the display name cannot be kept apart from the address")
+    return formatted
 
 
 HeaderText = Annotated[str, AfterValidator(_no_line_breaks)]

@@ -62,6 +62,11 @@ class EmulatorConfig(BaseModel):
     mailbox_max_concurrency: int | None = Field(default=4, ge=1)
     """Graph calls one mailbox may have in flight; Outlook's real limit is 4.  None = unlimited."""
 
+    denied_mailboxes: tuple[str, ...] = ()
+    """Mailboxes outside the app's access policy (``New-ApplicationAccessPolicy``): every Graph call
+    for one of them answers 403 ``ErrorAccessDenied``, as Exchange Online does, before any fault
+    or throttling is applied (so it draws nothing from the seeded sequence). Case-insensitive."""
+
     throttle_retry_after_s: float = Field(default=1.0, ge=0.0)
     """Retry-After on concurrency 429s, and the floor of the rate-limit Retry-After."""
 

@@ -4,6 +4,7 @@ Order, chosen to match what a client of real Graph can observe:
 
 1. bearer token check -> 401 ``InvalidAuthenticationToken`` (not counted against the mailbox);
 2. the call is counted for its mailbox, flagged *early* if it ignores a recent Retry-After;
+   a mailbox in ``denied_mailboxes`` is refused here with 403 ``ErrorAccessDenied``;
 3. injected 503 ``ErrorServerBusy`` (``fail_503_rate``), before any effect;
 4. throttling (:mod:`.throttle`) -> 429 ``ApplicationThrottled`` with ``Retry-After``;
 5. ``latency_s`` while holding the concurrency slot, then the route handler;
@@ -27,7 +28,7 @@ from .errors import GraphError, error_response
 from .faults import BUSY_RETRY_AFTER_S, gateway_timeout, server_busy
 from .throttle import ThrottledError
 
-__all__ = ["Endpoint", "Handler", "graph_endpoint"]
+__all__ = ["Endpoint", "Handler", "access_denied", "graph_endpoint"]
 
 #: A route handler: the request and the emulator in, a response out (or a GraphError raised).
 Handler = Callable[[Request, Emulator], Awaitable[Response]]
@@ -37,6 +38,15 @@ _WWW_AUTHENTICATE = (
     'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
     'client_id="00000003-0000-0000-c000-000000000000"'
 )
+
+
+def access_denied() -> GraphError:
+    """The 403 Exchange Online answers for a mailbox an application access policy excludes."""
+    return GraphError(
+        403,
+        "ErrorAccessDenied",
+        "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.",
+    )
 
 
 def _check_auth(request: Request, token: str) -> None:
@@ -64,6 +74,8 @@ async def _guarded(request: Request, emulator: Emulator, handler: Handler, *, se
     now = monotonic()
     early = emulator.throttle.is_early(mailbox, now)
     emulator.recorder.record_request(mailbox, mono_now=now, wall_now=time.time(), early=early)
+    if mailbox in {denied.lower() for denied in config.denied_mailboxes}:
+        raise access_denied()
     if emulator.faults.roll(config.fail_503_rate):
         emulator.recorder.bump(mailbox, "faults_503")
         emulator.throttle.note_retry_after(mailbox, now, BUSY_RETRY_AFTER_S)

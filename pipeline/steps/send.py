@@ -170,12 +170,17 @@ async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: Mail
         )
         return
     note_dead_letter(ctx, f"send:{email.route}", decision.reason)
+    error_text = str(error)
+    if state.outcome_unknown and not isinstance(error, SendOutcomeUnknown):
+        # The last error is not the send's own (a 429 on the Sent Items look-up after a 504), but
+        # that send's outcome is still unknown: the dead letter must not read as "never sent".
+        error_text += " (an earlier send call's outcome is unknown: the email may have been sent)"
     await dead_letter(
         ctx.bus,
         ctx.sessions,
         DeadLetterNote(
             reason=decision.reason,
-            error=str(error),
+            error=error_text,
             step=f"send:{email.route}",
             attempts=attempt,
             email_id=email.id,
