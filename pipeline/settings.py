@@ -77,6 +77,9 @@ class Settings(BaseSettings):
 
     # --- scheduler ---------------------------------------------------------------------------
     scheduler_poll_interval_s: float = Field(default=1.0, gt=0)
+    #: After a wake-up, wait this long so a burst of wake-ups (two per email) becomes one round
+    #: that claims a batch, instead of a round of three transactions per email.
+    scheduler_wake_coalesce_s: float = Field(default=0.02, ge=0)
     scheduler_batch_size: int = Field(default=200, ge=1)
     max_in_flight_no_attachments: int = Field(default=200, ge=1)
     max_in_flight_attachments: int = Field(default=20, ge=1)

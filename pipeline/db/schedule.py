@@ -49,22 +49,25 @@ async def _lock_route(session: AsyncSession, route: str) -> None:
 async def claim_due(session: AsyncSession, route: str, cap: int, batch: int, now: datetime) -> list[Claimed]:
     """Mark up to the free slots of ``route``'s due emails dispatched and return them."""
     await _lock_route(session, route)
-    in_flight = await session.scalar(
-        select(func.count()).where(emails.c.route == route, emails.c.status.in_(IN_FLIGHT))
-    )
-    limit = free_slots(cap, int(in_flight or 0), batch)
-    if limit == 0:
-        return []
+    # Due rows first: an idle route then costs one query, not a count as well. Rows locked
+    # beyond the free slots are released at commit, unchanged.
     rows = (
         await session.execute(
             select(emails.c.id, emails.c.publisher_message_id, emails.c.attempt_count)
             .where(emails.c.route == route, emails.c.status.in_(DUE), emails.c.next_attempt_at <= now)
             .order_by(emails.c.priority, emails.c.next_attempt_at, emails.c.created_at)
-            .limit(limit)
+            .limit(batch)
             .with_for_update(skip_locked=True)
         )
     ).all()
-    return await _mark_dispatched(session, [(r.id, r.publisher_message_id, r.attempt_count) for r in rows], route, now)
+    if not rows:
+        return []
+    in_flight = await session.scalar(
+        select(func.count()).where(emails.c.route == route, emails.c.status.in_(IN_FLIGHT))
+    )
+    limit = free_slots(cap, int(in_flight or 0), batch)
+    chosen = [(r.id, r.publisher_message_id, r.attempt_count) for r in rows[:limit]]
+    return await _mark_dispatched(session, chosen, route, now)
 
 
 async def _mark_dispatched(

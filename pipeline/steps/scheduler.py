@@ -11,7 +11,6 @@ is harmless: the worker drops any dispatch whose attempt is not the email's curr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -88,6 +87,7 @@ class Scheduler:
         self._ctx = ctx
         self._wake = asyncio.Event()
         self._last_sweep = 0.0
+        self._last_backup_round = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -95,8 +95,12 @@ class Scheduler:
     async def run_forever(self) -> None:
         settings = self._ctx.settings
         while True:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=settings.scheduler_poll_interval_s)
+                # Woken: let the rest of a burst of wake-ups arrive, then serve them in one round.
+                await asyncio.sleep(settings.scheduler_wake_coalesce_s)
+            except TimeoutError:
+                pass
             self._wake.clear()
             try:
                 await self.run_once()
@@ -133,9 +137,16 @@ class Scheduler:
                 claims = await schedule.claim_due(session, route, cap, settings.scheduler_batch_size, utcnow())
             await publish_claims(self._ctx, claims)
             count = max(count, len(claims))
+        # Backups become due by the clock (backup_delay_s after the send), not by a wake-up, so
+        # they are claimed at the poll cadence rather than on every wake-up round.
+        if time.monotonic() - self._last_backup_round < settings.scheduler_poll_interval_s:
+            return count
+        self._last_backup_round = time.monotonic()
         async with store_errors("dispatch backups"), self._ctx.sessions.begin() as session:
             backups = await schedule.claim_due_backups(session, settings.scheduler_batch_size, utcnow())
         await publish_claims(self._ctx, backups)
+        if len(backups) >= settings.scheduler_batch_size:
+            self._last_backup_round = 0.0  # a full batch: more are due, claim again next round
         return max(count, len(backups))
 
     async def sweep(self) -> int:
