@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from pipeline.errors import StoreUnavailable
+from pipeline.settings import RetryStep, Settings
 
-__all__ = ["RetryPolicy", "infra_retrying"]
+__all__ = ["RetryPolicy", "infra_retrying", "retry_policy"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,19 @@ class RetryPolicy:
 
     def exhausted(self, attempt: int) -> bool:
         return attempt >= self.max_attempts
+
+
+def retry_policy(settings: Settings, step: RetryStep) -> RetryPolicy:
+    """The policy of ``step``: its ``<step>_max_attempts``, and its delays from
+    ``retry_delays_s`` or else ``retry_base_delay_s`` / ``retry_max_delay_s``."""
+    attempts = {
+        "send": settings.send_max_attempts,
+        "upload": settings.upload_max_attempts,
+        "backup": settings.backup_max_attempts,
+        "download": settings.download_max_attempts,
+    }[step]
+    base_s, max_s = settings.retry_delays_s.get(step, (settings.retry_base_delay_s, settings.retry_max_delay_s))
+    return RetryPolicy(attempts, base_s, max_s)
 
 
 def infra_retrying(deadline_s: float = 60.0) -> AsyncRetrying:

@@ -17,10 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
 
-__all__ = ["ROLES", "Role", "Settings", "load_settings"]
+__all__ = ["ROLES", "RetryStep", "Role", "Settings", "load_settings"]
 
 Role = Literal["ingest", "scheduler", "send-no-attachments", "send-attachments", "backup"]
 ROLES: tuple[Role, ...] = ("ingest", "scheduler", "send-no-attachments", "send-attachments", "backup")
+#: The steps whose attempts and retry delays are configured apart (pipeline.retry.retry_policy).
+RetryStep = Literal["send", "upload", "backup", "download"]
 
 REAL_GRAPH_HOSTS = frozenset(
     {"graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn"}
@@ -90,13 +92,17 @@ class Settings(BaseSettings):
     stuck_timeout_s: float = Field(default=300.0, gt=0)
     sweep_interval_s: float = Field(default=10.0, gt=0)
 
-    # --- retries -----------------------------------------------------------------------------
+    # --- retries (pipeline.retry.retry_policy) ------------------------------------------------
+    #: Attempts of an email after which a failure in that step dead-letters it. The count is
+    #: the email's (every dispatch is one attempt); the step that failed picks the limit.
     send_max_attempts: int = Field(default=8, ge=1)
     upload_max_attempts: int = Field(default=8, ge=1)
     backup_max_attempts: int = Field(default=10, ge=1)
     download_max_attempts: int = Field(default=5, ge=1)
     retry_base_delay_s: float = Field(default=1.0, gt=0)
     retry_max_delay_s: float = Field(default=300.0, gt=0)
+    #: Per-step ``[base, max]`` delays overriding the two above, e.g. ``{"upload": [5, 600]}``.
+    retry_delays_s: dict[RetryStep, tuple[float, float]] = Field(default_factory=dict)
 
     # --- Graph limiter -----------------------------------------------------------------------
     limiter_enabled: bool = True
@@ -122,6 +128,14 @@ class Settings(BaseSettings):
     payload_retention_days: float = Field(default=30.0, gt=0)
     event_retention_days: float = Field(default=90.0, gt=0)
     retention_interval_s: float = Field(default=3600.0, gt=0)
+
+    @field_validator("retry_delays_s")
+    @classmethod
+    def _delays_make_sense(cls, value: dict[RetryStep, tuple[float, float]]) -> dict[RetryStep, tuple[float, float]]:
+        for step, (base, ceiling) in value.items():
+            if not 0 < base <= ceiling:
+                raise ValueError(f"{step}: [base, max] must satisfy 0 < base <= max, got [{base}, {ceiling}]")
+        return value
 
     @field_validator("amqp_url")
     @classmethod

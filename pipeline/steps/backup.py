@@ -48,7 +48,7 @@ from pipeline.observability.edge import (
     observed_settle,
 )
 from pipeline.outcome import Action, decide
-from pipeline.retry import RetryPolicy
+from pipeline.retry import retry_policy
 from pipeline.topology import DISPATCH
 
 __all__ = ["compress", "handle_backup", "process_backup"]
@@ -191,7 +191,7 @@ async def process_backup(ctx: AppContext, request: BackupRequest) -> str:
 
 async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: MailpipeError) -> None:
     settings = ctx.settings
-    policy = RetryPolicy(settings.backup_max_attempts, settings.retry_base_delay_s, settings.retry_max_delay_s)
+    policy = retry_policy(settings, "backup")
     decision = decide(error, attempt=attempt, policy=policy)
     if decision.action == Action.PARK:
         async with store_errors("backup park"), ctx.sessions.begin() as session:

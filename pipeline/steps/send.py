@@ -36,6 +36,7 @@ from pipeline.db.models import EmailStatus, IncomingEmail, Route
 from pipeline.db.types import utcnow
 from pipeline.deadletter import DeadLetterNote, dead_letter
 from pipeline.errors import (
+    AttachmentUnavailable,
     BrokerUnavailable,
     InvalidMessage,
     MailpipeError,
@@ -46,7 +47,8 @@ from pipeline.graph import GraphMailer, MessageInfo
 from pipeline.messages import Dispatch
 from pipeline.observability.edge import bind_ids, note_dead_letter, note_retry, note_stage, observed_settle
 from pipeline.outcome import Action, decide
-from pipeline.retry import RetryPolicy
+from pipeline.retry import retry_policy
+from pipeline.settings import RetryStep
 from pipeline.steps.attachments import attach_all
 from pipeline.steps.compose import outgoing_message
 from pipeline.topology import DISPATCH
@@ -101,6 +103,9 @@ class SendAttempt:
     #: ``send_started_at`` or a resumed attempt, cleared by an unsuccessful Sent Items look-up,
     #: set again just before our own send call, cleared if that call definitely failed.
     outcome_unknown: bool
+    #: The step running, whose retry policy applies to a failure: attachments are "upload"
+    #: (draft and upload sessions), except a failed download, which is "download".
+    step: RetryStep = "send"
 
 
 async def _send(ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, attempt: int, state: SendAttempt) -> None:
@@ -117,7 +122,9 @@ async def _send(ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, atte
     message = outgoing_message(email)
     draft_id = None
     if email.route == Route.ATTACHMENT:
+        state.step = "upload"
         draft_id = await attach_all(ctx, mailer, email, attempt, message)
+        state.step = "send"
     if not await _send_started(ctx, email, attempt):
         return
     state.outcome_unknown = True
@@ -143,8 +150,8 @@ async def _send(ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, atte
 async def _fail(ctx: AppContext, email: IncomingEmail, attempt: int, error: MailpipeError, state: SendAttempt) -> None:
     """Park the email for a retry or dead-letter it, as :func:`pipeline.outcome.decide` says."""
     settings = ctx.settings
-    policy = RetryPolicy(settings.send_max_attempts, settings.retry_base_delay_s, settings.retry_max_delay_s)
-    decision = decide(error, attempt=attempt, policy=policy)
+    step: RetryStep = "download" if isinstance(error, AttachmentUnavailable) else state.step
+    decision = decide(error, attempt=attempt, policy=retry_policy(settings, step))
     if decision.action == Action.PARK:
         async with store_errors("park"), ctx.sessions.begin() as session:
             await sending.park(
