@@ -7,9 +7,11 @@ each). They are plain names, not ``x-`` names: ``x-`` headers belong to the brok
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from faststream.rabbit import RabbitMessage
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,10 +19,12 @@ from pipeline.db.errors import store_errors
 from pipeline.db.events import record_event
 from pipeline.db.models import DeadLetter, EmailStatus, IncomingEmail
 from pipeline.db.types import utcnow
+from pipeline.errors import MailpipeError
 from pipeline.messaging import Bus
+from pipeline.outcome import delivery_count
 from pipeline.topology import DLX
 
-__all__ = ["DeadLetterNote", "dead_letter", "dead_letter_headers"]
+__all__ = ["DeadLetterNote", "dead_letter", "dead_letter_headers", "delivery_dead_letterer"]
 
 MAX_HEADER_CHARS = 1000
 MAX_RAW_BODY_CHARS = 100_000
@@ -122,3 +126,44 @@ async def dead_letter(
             step=note.step,
             attempts=note.attempts,
         )
+
+
+def delivery_dead_letterer(
+    bus: Bus,
+    sessions: async_sessionmaker[AsyncSession],
+    message: RabbitMessage,
+    *,
+    step: str,
+    exchange: str,
+    routing_key: str,
+    publisher_message_id: Callable[[], str | None] | None = None,
+) -> Callable[[Exception], Awaitable[None]]:
+    """The dead-letter action of a consumer edge, for :func:`pipeline.outcome.settle`.
+
+    It dead-letters the delivery as it came (body, message id, content type) with the error's
+    reason (``unexpected-error`` for one mailpipe did not raise on purpose) and the number of
+    deliveries so far. ``publisher_message_id`` is called only then: on the hot path nobody
+    parses a body twice to name it.
+    """
+    raw = message.raw_message
+
+    async def to_dead_letter(error: Exception) -> None:
+        note = DeadLetterNote(
+            reason=error.reason if isinstance(error, MailpipeError) else "unexpected-error",
+            error=str(error),
+            step=step,
+            attempts=delivery_count(message) + 1,
+            publisher_message_id=publisher_message_id() if publisher_message_id is not None else None,
+            original_exchange=exchange,
+            original_routing_key=routing_key,
+        )
+        await dead_letter(
+            bus,
+            sessions,
+            note,
+            message.body,
+            message_id=raw.message_id or f"dead:{uuid.uuid4()}",
+            content_type=raw.content_type or "application/octet-stream",
+        )
+
+    return to_dead_letter

@@ -29,7 +29,7 @@ from pipeline.db.events import record_event
 from pipeline.db.models import EmailStatus, IncomingEmail, SentEmail
 from pipeline.db.tables import email_backups, incoming_emails, insert_ignoring_conflicts, sent_emails
 from pipeline.db.types import utcnow
-from pipeline.deadletter import DeadLetterNote, dead_letter
+from pipeline.deadletter import DeadLetterNote, dead_letter, delivery_dead_letterer
 from pipeline.errors import (
     BrokerUnavailable,
     GraphUnavailable,
@@ -244,19 +244,8 @@ async def handle_backup(ctx: AppContext, message: RabbitMessage) -> None:
         log.debug("backup handled", outcome=outcome, email_id=str(request.incoming_email_id))
         return outcome
 
-    async def to_dead_letter(error: Exception) -> None:
-        await dead_letter(
-            ctx.bus,
-            ctx.sessions,
-            DeadLetterNote(
-                reason=error.reason if isinstance(error, MailpipeError) else "unexpected-error",
-                error=str(error),
-                step="backup",
-                original_exchange=DISPATCH.name,
-                original_routing_key="backup",
-            ),
-            body,
-            message_id=message.raw_message.message_id or f"dead:{uuid.uuid4()}",
-        )
+    to_dead_letter = delivery_dead_letterer(
+        ctx.bus, ctx.sessions, message, step="backup", exchange=DISPATCH.name, routing_key="backup"
+    )
 
     await observed_settle(ctx, "backup", message, work, to_dead_letter)

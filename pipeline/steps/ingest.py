@@ -30,12 +30,11 @@ from pipeline.db.events import record_event
 from pipeline.db.models import EmailStatus, Route
 from pipeline.db.tables import incoming_emails, insert_ignoring_conflicts
 from pipeline.db.types import utcnow
-from pipeline.deadletter import DeadLetterNote, dead_letter
-from pipeline.errors import InvalidMessage, MailpipeError
+from pipeline.deadletter import delivery_dead_letterer
+from pipeline.errors import InvalidMessage
 from pipeline.messages import SendEmail, SendEmailReceived, derive_idempotency_key
 from pipeline.observability.edge import bind_ids, observed_settle
 from pipeline.observability.tracing import trace_detail
-from pipeline.outcome import delivery_count
 from pipeline.retry import infra_retrying
 from pipeline.topology import COMMANDS, EVENTS
 
@@ -200,24 +199,15 @@ async def handle_send_email(ctx: AppContext, message: RabbitMessage) -> None:
         stored = await ingest(ctx, body, reply_to=raw.reply_to, redelivered=bool(raw.redelivered))
         return "stored" if stored.created else "duplicate"
 
-    async def to_dead_letter(error: Exception) -> None:
-        publisher_id = _publisher_id_hint(body)
-        await dead_letter(
-            ctx.bus,
-            ctx.sessions,
-            DeadLetterNote(
-                reason=error.reason if isinstance(error, MailpipeError) else "unexpected-error",
-                error=str(error),
-                step="ingest",
-                attempts=delivery_count(message) + 1,
-                publisher_message_id=publisher_id,
-                original_exchange=COMMANDS.name,
-                original_routing_key=raw.routing_key or "send-email",
-            ),
-            body,
-            message_id=raw.message_id or f"dead:{uuid.uuid4()}",
-            content_type=raw.content_type or "application/octet-stream",
-        )
+    to_dead_letter = delivery_dead_letterer(
+        ctx.bus,
+        ctx.sessions,
+        message,
+        step="ingest",
+        exchange=COMMANDS.name,
+        routing_key=raw.routing_key or "send-email",
+        publisher_message_id=lambda: _publisher_id_hint(body),
+    )
 
     await observed_settle(ctx, "ingest", message, work, to_dead_letter)
 

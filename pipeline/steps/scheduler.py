@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Sequence
 
 import structlog
@@ -24,11 +23,10 @@ from pipeline.db import schedule
 from pipeline.db.errors import store_errors
 from pipeline.db.models import Route
 from pipeline.db.types import utcnow
-from pipeline.deadletter import DeadLetterNote, dead_letter
-from pipeline.errors import InvalidMessage, MailpipeError, TransientError
+from pipeline.deadletter import delivery_dead_letterer
+from pipeline.errors import InvalidMessage, TransientError
 from pipeline.messages import BackupRequest, CancelEmail, Dispatch
 from pipeline.observability.edge import continue_trace, note_dispatched, observed_settle, trace_parents
-from pipeline.outcome import delivery_count
 from pipeline.topology import COMMANDS, DISPATCH
 
 __all__ = ["Scheduler", "handle_cancel_email", "handle_wake", "publish_claims"]
@@ -195,20 +193,8 @@ async def handle_cancel_email(ctx: AppContext, message: RabbitMessage) -> None:
         log.info("cancel-email handled", outcome=outcome)
         return outcome
 
-    async def to_dead_letter(error: Exception) -> None:
-        await dead_letter(
-            ctx.bus,
-            ctx.sessions,
-            DeadLetterNote(
-                reason=error.reason if isinstance(error, MailpipeError) else "unexpected-error",
-                error=str(error),
-                step="cancel",
-                attempts=delivery_count(message) + 1,
-                original_exchange=COMMANDS.name,
-                original_routing_key="cancel-email",
-            ),
-            body,
-            message_id=message.raw_message.message_id or f"dead:{uuid.uuid4()}",
-        )
+    to_dead_letter = delivery_dead_letterer(
+        ctx.bus, ctx.sessions, message, step="cancel", exchange=COMMANDS.name, routing_key="cancel-email"
+    )
 
     await observed_settle(ctx, "cancel", message, work, to_dead_letter)

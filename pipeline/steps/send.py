@@ -21,7 +21,6 @@ but its Sent Items copy appears only after the look-up deadline, the email is se
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,7 +33,7 @@ from pipeline.db import sending
 from pipeline.db.errors import store_errors
 from pipeline.db.models import EmailStatus, IncomingEmail, Route
 from pipeline.db.types import utcnow
-from pipeline.deadletter import DeadLetterNote, dead_letter
+from pipeline.deadletter import DeadLetterNote, dead_letter, delivery_dead_letterer
 from pipeline.errors import (
     AttachmentUnavailable,
     BrokerUnavailable,
@@ -246,19 +245,8 @@ async def handle_dispatch(ctx: AppContext, message: RabbitMessage) -> None:
         log.debug("dispatch handled", outcome=outcome, email_id=str(dispatch.incoming_email_id))
         return outcome
 
-    async def to_dead_letter(error: Exception) -> None:
-        await dead_letter(
-            ctx.bus,
-            ctx.sessions,
-            DeadLetterNote(
-                reason=error.reason if isinstance(error, MailpipeError) else "unexpected-error",
-                error=str(error),
-                step=f"send:{pool}",
-                original_exchange=DISPATCH.name,
-                original_routing_key=pool,
-            ),
-            body,
-            message_id=message.raw_message.message_id or f"dead:{uuid.uuid4()}",
-        )
+    to_dead_letter = delivery_dead_letterer(
+        ctx.bus, ctx.sessions, message, step=f"send:{pool}", exchange=DISPATCH.name, routing_key=pool
+    )
 
     await observed_settle(ctx, f"send:{pool}", message, work, to_dead_letter)
