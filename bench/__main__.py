@@ -16,6 +16,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="latency: offered emails/s")
     parser.add_argument("--duration", type=float, default=60.0, help="latency: seconds of offered load")
     parser.add_argument("--small", type=int, default=1000, help="backlog-memory: the small backlog")
+    parser.add_argument("--window", type=float, default=None, help="backlog-memory: stop each drain after S seconds")
     parser.add_argument("--profile", type=float, default=0.0, help="throughput: py-spy each role for S seconds")
     args = parser.parse_args()
     run_scenario(
@@ -26,6 +27,7 @@ def main() -> None:
         rate=args.rate,
         duration=args.duration,
         small=args.small,
+        window=args.window,
         profile=args.profile,
     )
 

@@ -24,7 +24,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "latency": lambda db, o: scenarios.latency(db, o["rate"], o["duration"], o["mailboxes"] or 8),
     "realistic-graph": lambda db, o: scenarios.realistic_graph(db, o["emails"] or 1500, o["mailboxes"] or 20),
     "attachments": lambda db, o: heavy.attachments(db, o["emails"] or 200),
-    "backlog-memory": lambda db, o: heavy.backlog_memory(db, o["small"], o["emails"] or 10_000),
+    "backlog-memory": lambda db, o: heavy.backlog_memory(db, o["small"], o["emails"] or 10_000, window_s=o["window"]),
     "floor": lambda db, o: peers.floor(o["emails"] or 2000),
     "celery": lambda db, o: peers.celery(db, o["emails"] or 2000, o["mailboxes"] or 8),
 }
@@ -65,6 +65,8 @@ def _row(result: dict[str, Any]) -> list[tuple[str, str]]:
         "publish_per_s",
         "sent_per_s",
         "backed_up_per_s",
+        "backed_up_in_window",
+        "drain_s_incl_start",
         "relay_per_s",
         "mailpipe_cpu_ms_per_email",
         "cpu_ms_per_email",
@@ -94,16 +96,20 @@ def print_table(scenario: str, db: str, result: dict[str, Any]) -> None:
         width = max((len(k) for k, _ in rows), default=10)
         for key, value in rows:
             print(f"  {key.ljust(width)}  {value}")
+    if "rss_growth_pct_large_vs_small" in result:
+        growth = result["rss_growth_pct_large_vs_small"]
+        print("-- peak RSS growth, large vs small backlog (%): " + ", ".join(f"{k} {v}" for k, v in growth.items()))
 
 
 def run_scenario(scenario: str, db: str = "sqlite", *, write: bool = True, **options: Any) -> dict[str, Any]:
-    """Run ``scenario`` on ``db``; options: emails, mailboxes, rate, duration, small, profile."""
+    """Run ``scenario`` on ``db``; options: emails, mailboxes, rate, duration, small, window, profile."""
     opts: dict[str, Any] = {
         "emails": None,
         "mailboxes": None,
         "rate": 50.0,
         "duration": 60.0,
         "small": 1000,
+        "window": None,
         "profile": 0.0,
         **options,
     }
