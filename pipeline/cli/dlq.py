@@ -61,6 +61,13 @@ def _selection(
     return dlq.Selection(tuple(ids or ()), reason, step, older, newer, sender, limit, include_purged)
 
 
+def _targeted(selection: dlq.Selection) -> dlq.Selection:
+    """Replay and purge act on an id or a filter, never on "everything" by omission."""
+    if not selection.has_criteria:
+        raise fail("give --id or a filter (--reason, --step, --older-than, --newer-than, --sender)")
+    return selection
+
+
 def _age(option: str, text: str | None) -> timedelta | None:
     if text is None:
         return None
@@ -188,17 +195,11 @@ def replay_command(
     newer_than: NewerThan = None, sender: Sender = None, limit: Limit = None, dry_run: DryRun = False,
 ) -> None:  # fmt: skip
     """Put failed emails back in the schedule, or re-publish bodies that validate now."""
-    selection = _selection(
-        ids=ids,
-        reason=reason,
-        step=step,
-        older_than=older_than,
-        newer_than=newer_than,
-        sender=sender,
-        limit=limit,
+    selection = _targeted(
+        _selection(
+            ids=ids, reason=reason, step=step, older_than=older_than, newer_than=newer_than, sender=sender, limit=limit
+        )
     )
-    if not selection.has_criteria:
-        raise fail("give --id or a filter (--reason, --step, --older-than, --newer-than, --sender)")
     settings = settings_or_exit()
     try:
         plans = asyncio.run(_replay(settings, selection, dry_run))
@@ -221,17 +222,11 @@ def purge_command(
     yes: Annotated[bool, typer.Option("--yes", help="Confirm the purge.")] = False,
 ) -> None:  # fmt: skip
     """Mark dead letters purged (rows are kept for audit; RabbitMQ's copies are untouched)."""
-    selection = _selection(
-        ids=ids,
-        reason=reason,
-        step=step,
-        older_than=older_than,
-        newer_than=newer_than,
-        sender=sender,
-        limit=limit,
+    selection = _targeted(
+        _selection(
+            ids=ids, reason=reason, step=step, older_than=older_than, newer_than=newer_than, sender=sender, limit=limit
+        )
     )
-    if not selection.has_criteria:
-        raise fail("give --id or a filter (--reason, --step, --older-than, --newer-than, --sender)")
     if not yes and not dry_run:
         raise fail("purge needs --yes to confirm (or --dry-run to list what it would purge)")
     settings = settings_or_exit()
