@@ -154,9 +154,13 @@ def _listing(request: Request, emulator: Emulator, folder: Folder | None) -> Res
     options = QueryOptions.from_request(request)
     upn = user_of(request)
     folder_ids = emulator.store.mailbox(upn).folder_ids
+    candidates = emulator.store.visible(upn, folder)
+    if (value := options.required_property_value) is not None:
+        wanted = value.lower()
+        candidates = [m for m in candidates if any(p.get("value", "").lower() == wanted for p in m.extended_properties)]
     matches = [
         m
-        for m in emulator.store.visible(upn, folder)
+        for m in candidates
         if options.filter is None or options.filter({"$it": message_record(m, folder_ids[m.folder])})
     ]
     page = matches[options.skip : options.skip + options.top]

@@ -8,6 +8,8 @@ import pipeline.emulator as emulator_pkg
 from pipeline.emulator.envelope import normalise_path
 from pipeline.emulator.errors import GraphError, format_seconds
 from pipeline.emulator.odata import parse_filter
+from pipeline.emulator.query import _required_property_value
+from pipeline.graph.mailer import correlation_filter
 
 RECORD = {
     "subject": "Quarterly report",
@@ -92,3 +94,12 @@ def test_public_hosts_are_refused() -> None:
         pass
     with pytest.raises(ValueError, match="allow_public"):
         emulator_pkg.run(host="10.1.2.3")
+
+
+def test_a_correlation_look_up_is_recognised_and_a_compound_filter_is_not() -> None:
+    assert _required_property_value(correlation_filter("ab'c")) == "ab'c"
+    # Anything beyond the one condition must go through the full predicate only.
+    compound = correlation_filter("abc") + " or isDraft eq true"
+    assert _required_property_value(compound) is None
+    assert _required_property_value("isDraft eq true") is None
+    assert _required_property_value(None) is None
