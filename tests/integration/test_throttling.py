@@ -14,10 +14,10 @@ late calls bunch). A burst of 1 would lose rate instead: a bucket that holds one
 make up for a grant that came late, so every scheduling delay is rate lost (93-97% measured).
 README "Graph limits, retries and dead letters" explains the same setting for production.
 
-Marked ``soak``: at 60 calls/s (20 emails/s through ingest, scheduler, send and backup) the
-whole pipeline uses most of a 2-core machine, so on a loaded machine the *rate* figure measures
-the machine, not the limiter. ``test_the_limiter_holds_the_rate_when_it_binds`` below runs the
-same checks at a rate this machine sustains with room to spare, in CI.
+Marked ``soak``: at 60 calls/s (20 emails/s through send and backup) the workers, the broker,
+PostgreSQL and the emulator use most of a 2-core machine. Quiet, it measured 95.0 %, 97 % and
+98 % of the rate (2026-11-22); with other work on the machine the CPU, not the limiter, sets the
+pace. ``test_the_limiter_holds_the_rate_when_it_binds`` runs the same checks at 5 calls/s, in CI.
 """
 
 from __future__ import annotations
