@@ -37,6 +37,7 @@ from pipeline.deadletter import DeadLetterNote, dead_letter, delivery_dead_lette
 from pipeline.errors import (
     AttachmentUnavailable,
     BrokerUnavailable,
+    GraphUnavailable,
     InvalidMessage,
     MailpipeError,
     SendOutcomeUnknown,
@@ -58,12 +59,28 @@ log = structlog.get_logger(__name__)
 
 
 async def find_sent_copy(ctx: AppContext, mailer: GraphMailer, email: IncomingEmail) -> MessageInfo | None:
-    """Poll Sent Items for the email's correlation key until found or the deadline passes."""
+    """Poll Sent Items for the email's correlation key until found or the deadline passes.
+
+    Returns the copy, or None only after a look-up that answered cleanly at or after the
+    deadline: that answer is what "not sent" rests on. A look-up that fails for a passing reason
+    (503, 504, timeout, a 429 whose ``Retry-After`` ends inside the window) does not end the
+    search: polling goes on until the deadline, because restarting the whole window on every
+    failed poll would let a 5 % error rate exhaust the email's attempts. A failure that leaves
+    no time for another poll is raised: the attempt is parked with its outcome still unknown.
+    """
     settings = ctx.settings
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.graph_sent_lookup_deadline_s
     while True:
-        found = await mailer.find_by_correlation(email.mailbox, email.correlation_key, "SentItems")
+        try:
+            found = await mailer.find_by_correlation(email.mailbox, email.correlation_key, "SentItems")
+        except GraphUnavailable as exc:
+            pause_s = max(settings.graph_sent_lookup_interval_s, exc.retry_after_s or 0.0)
+            if loop.time() + pause_s >= deadline:
+                raise
+            log.info("Sent Items look-up failed; polling on", email_id=str(email.id), reason=exc.reason)
+            await asyncio.sleep(pause_s)
+            continue
         if found is not None or loop.time() >= deadline:
             return found
         await asyncio.sleep(settings.graph_sent_lookup_interval_s)
