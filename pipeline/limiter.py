@@ -17,6 +17,14 @@ meanwhile is dropped, never kept. No process can hoard a burst (local tokens "ex
 and a pause or a lower rate applies from the next grant; the cost is one short transaction per
 batch of waiting calls, plus lease releases, batched by one task into one ``DELETE`` per round.
 
+Local smoothing is the pump's batching, not a per-process ``aiolimiter`` in front of the store
+(decided 2026-12-05). A local bucket either meters only tokens the store already granted, which
+adds waiting without saving a transaction, or hands out tokens it was never granted, which breaks
+the shared limit as soon as two processes do it. Holding granted tokens and leases for a short
+while and reusing them would save transactions. It would also make ``mailpipe limits set`` and
+pauses slower to take effect and favour the busiest process, so it waits for its own tests
+(bench/README.md, "What would close it").
+
 Fairness: a process that frees a lease waits a random part of the poll interval before
 granting again, instead of winning every race against processes that can only poll; so no
 process is starved, at the cost of a freed slot idling ~``LEASE_POLL_S / 2`` when the cap binds.
