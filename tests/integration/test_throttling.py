@@ -17,7 +17,8 @@ README "Graph limits, retries and dead letters" explains the same setting for pr
 Marked ``soak``: at 60 calls/s (20 emails/s through send and backup) the workers, the broker,
 PostgreSQL and the emulator use most of a 2-core machine. Quiet, it measured 95.0 %, 97 % and
 98 % of the rate (2026-11-22) and 99.5-100 % with at most 23 calls in any second (2026-12-05);
-with other work on the machine the CPU, not the limiter, sets the pace. ``test_the_limiter_holds_the_rate_when_it_binds`` runs the same checks at 5 calls/s, in CI.
+with other work on the machine the CPU, not the limiter, sets the pace.
+``test_the_limiter_holds_the_rate_when_it_binds`` runs the same checks at 5 calls/s, in CI.
 """
 
 from __future__ import annotations
