@@ -53,34 +53,51 @@ from pipeline.steps.attachments import attach_all
 from pipeline.steps.compose import outgoing_message
 from pipeline.topology import DISPATCH
 
-__all__ = ["find_sent_copy", "handle_dispatch", "process_dispatch"]
+__all__ = ["MAX_LOOKUP_FAILURES_IN_A_ROW", "find_sent_copy", "handle_dispatch", "process_dispatch"]
 
 log = structlog.get_logger(__name__)
+
+
+#: Failed Sent Items polls in a row that one look-up window tolerates after a clean answer.
+MAX_LOOKUP_FAILURES_IN_A_ROW = 3
 
 
 async def find_sent_copy(ctx: AppContext, mailer: GraphMailer, email: IncomingEmail) -> MessageInfo | None:
     """Poll Sent Items for the email's correlation key until found or the deadline passes.
 
     Returns the copy, or None only after a look-up that answered cleanly at or after the
-    deadline: that answer is what "not sent" rests on. A look-up that fails for a passing reason
-    (503, 504, timeout, a 429 whose ``Retry-After`` ends inside the window) does not end the
-    search: polling goes on until the deadline, because restarting the whole window on every
-    failed poll would let a 5 % error rate exhaust the email's attempts. A failure that leaves
-    no time for another poll is raised: the attempt is parked with its outcome still unknown.
+    deadline: that answer is what "not sent" rests on. Errors end the search (the attempt is
+    parked with its outcome still unknown) in three cases:
+
+    * the window's first poll fails: Graph may be down, so back off instead of polling it;
+    * a 429: the mailbox is throttled, and its ``Retry-After`` is obeyed by parking;
+    * ``MAX_LOOKUP_FAILURES_IN_A_ROW`` failures in a row, or one with no time left to poll again.
+
+    Otherwise a failed poll in a window that has answered before is passed over. Restarting the
+    whole window on every stray 503 would let a 5 % error rate, over a 60 s window of 30 polls,
+    dead-letter most emails whose send outcome is unknown.
     """
     settings = ctx.settings
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.graph_sent_lookup_deadline_s
+    answered = False
+    failures_in_a_row = 0
     while True:
         try:
             found = await mailer.find_by_correlation(email.mailbox, email.correlation_key, "SentItems")
         except GraphUnavailable as exc:
-            pause_s = max(settings.graph_sent_lookup_interval_s, exc.retry_after_s or 0.0)
-            if loop.time() + pause_s >= deadline:
+            failures_in_a_row += 1
+            if (
+                not answered
+                or exc.status_code == 429
+                or failures_in_a_row >= MAX_LOOKUP_FAILURES_IN_A_ROW
+                or loop.time() + settings.graph_sent_lookup_interval_s >= deadline
+            ):
                 raise
             log.info("Sent Items look-up failed; polling on", email_id=str(email.id), reason=exc.reason)
-            await asyncio.sleep(pause_s)
+            await asyncio.sleep(settings.graph_sent_lookup_interval_s)
             continue
+        answered, failures_in_a_row = True, 0
         if found is not None or loop.time() >= deadline:
             return found
         await asyncio.sleep(settings.graph_sent_lookup_interval_s)

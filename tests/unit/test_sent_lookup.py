@@ -16,7 +16,7 @@ import pytest
 from pipeline.errors import GraphRejected, GraphUnavailable
 from pipeline.graph import MessageInfo
 from pipeline.settings import Settings
-from pipeline.steps.send import find_sent_copy
+from pipeline.steps.send import MAX_LOOKUP_FAILURES_IN_A_ROW, find_sent_copy
 
 COPY = MessageInfo(id="AAMk-sent", internet_message_id="<m@contoso.example>", is_draft=False)
 BUSY = GraphUnavailable("busy", status_code=503)
@@ -46,35 +46,49 @@ def _ctx(deadline_s: float, interval_s: float = 0.01) -> Any:
 EMAIL: Any = SimpleNamespace(id=uuid.uuid4(), mailbox="a@contoso.example", correlation_key="k1")
 
 
-async def test_a_failed_poll_does_not_end_the_search() -> None:
+async def test_a_failed_poll_after_a_clean_answer_does_not_end_the_search() -> None:
     mailer = ScriptedMailer(None, BUSY, BUSY, COPY)
     assert await find_sent_copy(_ctx(5.0), mailer, EMAIL) == COPY  # type: ignore[arg-type]
     assert mailer.calls == 4
 
 
 async def test_not_sent_is_concluded_from_a_clean_answer_after_the_deadline() -> None:
-    mailer = ScriptedMailer(BUSY, *([None] * 1000))
+    mailer = ScriptedMailer(None, BUSY, *([None] * 1000))
     assert await find_sent_copy(_ctx(0.1), mailer, EMAIL) is None  # type: ignore[arg-type]
-    assert mailer.calls > 2
+    assert mailer.calls > 3
+
+
+async def test_a_failing_first_poll_ends_the_search_so_a_down_graph_is_not_polled() -> None:
+    mailer = ScriptedMailer(BUSY, COPY)
+    with pytest.raises(GraphUnavailable):
+        await find_sent_copy(_ctx(5.0), mailer, EMAIL)  # type: ignore[arg-type]
+    assert mailer.calls == 1
+
+
+async def test_failures_in_a_row_end_the_search() -> None:
+    mailer = ScriptedMailer(None, *([BUSY] * MAX_LOOKUP_FAILURES_IN_A_ROW), COPY)
+    with pytest.raises(GraphUnavailable):
+        await find_sent_copy(_ctx(5.0), mailer, EMAIL)  # type: ignore[arg-type]
+    assert mailer.calls == 1 + MAX_LOOKUP_FAILURES_IN_A_ROW
 
 
 async def test_a_failure_with_no_time_left_for_another_poll_is_raised() -> None:
-    mailer = ScriptedMailer(BUSY)
+    mailer = ScriptedMailer(None, BUSY, COPY)
     with pytest.raises(GraphUnavailable):
-        await find_sent_copy(_ctx(0.0), mailer, EMAIL)  # type: ignore[arg-type]
+        await find_sent_copy(_ctx(0.05, interval_s=0.1), mailer, EMAIL)  # type: ignore[arg-type]
 
 
-async def test_a_retry_after_past_the_deadline_is_raised_not_slept_through() -> None:
-    throttled = GraphUnavailable("throttled", status_code=429, retry_after_s=30.0)
-    mailer = ScriptedMailer(throttled)
+async def test_a_429_ends_the_search_at_once_so_its_retry_after_is_obeyed_by_parking() -> None:
+    throttled = GraphUnavailable("throttled", status_code=429, retry_after_s=0.5)
+    mailer = ScriptedMailer(None, throttled, COPY)
     with pytest.raises(GraphUnavailable) as raised:
         await find_sent_copy(_ctx(5.0), mailer, EMAIL)  # type: ignore[arg-type]
-    assert raised.value.retry_after_s == 30.0
-    assert mailer.calls == 1
+    assert raised.value.retry_after_s == 0.5
+    assert mailer.calls == 2
 
 
 async def test_a_permanent_refusal_ends_the_search_at_once() -> None:
-    mailer = ScriptedMailer(GraphRejected("Mail.Read not granted", status_code=403))
+    mailer = ScriptedMailer(None, GraphRejected("Mail.Read not granted", status_code=403))
     with pytest.raises(GraphRejected):
         await find_sent_copy(_ctx(5.0), mailer, EMAIL)  # type: ignore[arg-type]
-    assert mailer.calls == 1
+    assert mailer.calls == 2
