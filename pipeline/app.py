@@ -20,7 +20,7 @@ from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 
 from pipeline.context import AppContext
-from pipeline.db.engine import create_engine, create_sessionmaker
+from pipeline.db.engine import create_engine, create_sessionmaker, create_statement_sessionmaker
 from pipeline.lifecycle import RoleServices
 from pipeline.messaging import Bus, create_broker
 from pipeline.observability.wiring import instrument_broker
@@ -67,6 +67,7 @@ def build_context(
         broker=broker,
         engine=engine,
         sessions=create_sessionmaker(engine),
+        statement_sessions=create_statement_sessionmaker(engine),
         bus=Bus(broker),
         worker_name=f"{socket.gethostname()}:{os.getpid()}",
         metrics=metrics,

@@ -37,6 +37,8 @@ class AppContext:
     broker: RabbitBroker
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    #: For a unit of work that is a single statement (see ``create_statement_sessionmaker``).
+    statement_sessions: async_sessionmaker[AsyncSession]
     bus: Bus
     worker_name: str
     keyring: KeyRing | None = None

@@ -66,3 +66,17 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     """Sessions that keep loaded objects usable after commit (handlers read them afterwards)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def create_statement_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    """Sessions for a unit of work that is one statement: one write, or reads only.
+
+    On PostgreSQL their connections are in autocommit, so each statement is its own transaction
+    and costs one round trip instead of three (BEGIN, the statement, COMMIT); a write is as
+    durable and as atomic as before. Two writes in such a session would not be atomic together:
+    use ``create_sessionmaker``'s ``begin()`` for those. On SQLite these are ordinary sessions
+    (the engine's ``BEGIN IMMEDIATE`` must pair with a COMMIT, and a round trip is a function call).
+    """
+    if engine.dialect.name != "postgresql":
+        return create_sessionmaker(engine)
+    return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))

@@ -10,13 +10,40 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from pipeline.db.tables import email_events
 from pipeline.db.types import utcnow
 
-__all__ = ["event_row", "record_event", "record_events"]
+__all__ = ["EVENT_WRITE", "event_params", "event_row", "record_event", "record_events"]
+
+#: One timeline row as a write of a :class:`~pipeline.db.chain.WriteChain`; see :func:`event_params`.
+EVENT_WRITE: ReturningInsert[tuple[int]] = (
+    insert(email_events)
+    .values(
+        incoming_email_id=bindparam("event_email_id"),
+        publisher_message_id=bindparam("event_publisher_message_id"),
+        event=bindparam("event_name"),
+        detail=bindparam("event_detail"),
+        created_at=bindparam("event_at"),
+    )
+    .returning(email_events.c.id)
+)
+
+
+def event_params(
+    event: str, *, email_id: uuid.UUID | None, publisher_message_id: str | None, **detail: Any
+) -> dict[str, Any]:
+    """The parameters of :data:`EVENT_WRITE` for one row (named apart from the chain's others)."""
+    return {
+        "event_email_id": email_id,
+        "event_publisher_message_id": publisher_message_id,
+        "event_name": event,
+        "event_detail": detail or None,
+        "event_at": utcnow(),
+    }
 
 
 def event_row(

@@ -10,11 +10,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from pipeline.db.events import record_event
+from pipeline.db.chain import WriteChain
+from pipeline.db.events import EVENT_WRITE, event_params, record_event
 from pipeline.db.models import EmailStatus, IncomingEmail
 from pipeline.db.tables import incoming_emails, insert_ignoring_conflicts, sent_emails, worker_receipts
 
@@ -34,19 +35,35 @@ _INSERT_RECEIPT = insert_ignoring_conflicts(
     ["incoming_email_id", "attempt", "pool", "worker", "received_at"],
     returning="id",
 )
-_INSERT_SENT = insert_ignoring_conflicts(
-    sent_emails,
-    [
-        "incoming_email_id",
-        "mailbox",
-        "correlation_key",
-        "method",
-        "graph_draft_id",
-        "internet_message_id",
-        "recovered",
-        "sent_at",
-    ],
-    conflict=["incoming_email_id"],
+#: The send happened: its ``sent_emails`` row, the backup scheduled, the timeline event.
+_MARK_SENT = WriteChain(
+    insert_ignoring_conflicts(
+        sent_emails,
+        [
+            "incoming_email_id",
+            "mailbox",
+            "correlation_key",
+            "method",
+            "graph_draft_id",
+            "internet_message_id",
+            "recovered",
+            "sent_at",
+        ],
+        conflict=["incoming_email_id"],
+        returning="id",
+        param_prefix="sent_",
+    ),
+    update(incoming_emails)
+    .where(incoming_emails.c.id == bindparam("sent_incoming_email_id"))
+    .values(
+        status=EmailStatus.BACKUP_WAIT,
+        backup_attempt_count=0,
+        next_attempt_at=bindparam("backup_at"),
+        last_error=None,
+        updated_at=bindparam("sent_sent_at"),
+    )
+    .returning(incoming_emails.c.id),
+    EVENT_WRITE,
 )
 
 
@@ -129,39 +146,31 @@ async def mark_sent(
     now: datetime,
     backup_at: datetime,
 ) -> None:
-    """The send happened: one ``sent_emails`` row, one event, and the backup scheduled for ``backup_at``."""
-    await session.execute(
-        _INSERT_SENT,
-        {
-            "incoming_email_id": email.id,
-            "mailbox": email.mailbox,
-            "correlation_key": email.correlation_key,
-            "method": method,
-            "graph_draft_id": email.graph_draft_id,
-            "internet_message_id": internet_message_id,
-            "recovered": recovered,
-            "sent_at": now,
-        },
-    )
-    await session.execute(
-        update(incoming_emails)
-        .where(incoming_emails.c.id == email.id)
-        .values(
-            status=EmailStatus.BACKUP_WAIT,
-            backup_attempt_count=0,
-            next_attempt_at=backup_at,
-            last_error=None,
-            updated_at=now,
-        )
-    )
-    await record_event(
+    """The send happened: one ``sent_emails`` row, one event, and the backup scheduled for ``backup_at``.
+
+    One statement (:class:`~pipeline.db.chain.WriteChain`): run it in a statement session.
+    """
+    await _MARK_SENT.run(
         session,
-        "sent",
-        email_id=email.id,
-        publisher_message_id=email.publisher_message_id,
-        method=method,
-        recovered=recovered,
-        attempt=email.attempt_count,
+        {
+            "sent_incoming_email_id": email.id,
+            "sent_mailbox": email.mailbox,
+            "sent_correlation_key": email.correlation_key,
+            "sent_method": method,
+            "sent_graph_draft_id": email.graph_draft_id,
+            "sent_internet_message_id": internet_message_id,
+            "sent_recovered": recovered,
+            "sent_sent_at": now,
+            "backup_at": backup_at,
+            **event_params(
+                "sent",
+                email_id=email.id,
+                publisher_message_id=email.publisher_message_id,
+                method=method,
+                recovered=recovered,
+                attempt=email.attempt_count,
+            ),
+        },
     )
 
 

@@ -19,13 +19,14 @@ import uuid
 import structlog
 from faststream.rabbit import RabbitMessage
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from pipeline.context import AppContext
 from pipeline.crypto import AES_GCM
 from pipeline.db import sending
+from pipeline.db.chain import WriteChain
 from pipeline.db.errors import store_errors
-from pipeline.db.events import record_event
+from pipeline.db.events import EVENT_WRITE, event_params
 from pipeline.db.models import EmailStatus, IncomingEmail, SentEmail
 from pipeline.db.tables import email_backups, incoming_emails, insert_ignoring_conflicts, sent_emails
 from pipeline.db.types import utcnow
@@ -70,7 +71,27 @@ _INSERT_BACKUP = insert_ignoring_conflicts(
         "created_at",
     ],
     conflict=["graph_message_id"],
+    returning="id",
+    param_prefix="backup_",
 )
+_BACKED_UP = (
+    update(incoming_emails)
+    .where(incoming_emails.c.id == bindparam("backup_incoming_email_id"))
+    .values(status=EmailStatus.BACKED_UP, updated_at=bindparam("backup_created_at"))
+    .returning(incoming_emails.c.id)
+)
+_LOCATED = (
+    update(sent_emails)
+    .where(sent_emails.c.id == bindparam("sent_id"))
+    .values(
+        graph_message_id=bindparam("backup_graph_message_id"),
+        internet_message_id=bindparam("located_internet_message_id"),
+    )
+    .returning(sent_emails.c.id)
+)
+#: The backup, the email's new status and the event; with the located id when it was looked up.
+_STORE = WriteChain(_INSERT_BACKUP, _BACKED_UP, EVENT_WRITE)
+_STORE_LOCATED = WriteChain(_LOCATED, _INSERT_BACKUP, _BACKED_UP, EVENT_WRITE)
 
 
 def compress(mime: bytes) -> bytes:
@@ -79,7 +100,7 @@ def compress(mime: bytes) -> bytes:
 
 
 async def _load(ctx: AppContext, email_id: uuid.UUID) -> tuple[IncomingEmail, SentEmail] | None:
-    async with store_errors("backup load"), ctx.sessions.begin() as session:
+    async with store_errors("backup load"), ctx.statement_sessions.begin() as session:
         row = (
             await session.execute(
                 select(IncomingEmail, SentEmail)
@@ -105,41 +126,29 @@ async def _store(
         blob, key_id = keyring.seal(blob, f"mailpipe-backup:{graph_message_id}")
         encryption = AES_GCM
     now = utcnow()
-    async with store_errors("backup store"), ctx.sessions.begin() as session:
-        if sent.graph_message_id is None:
-            await session.execute(
-                update(sent_emails)
-                .where(sent_emails.c.id == sent.id)
-                .values(graph_message_id=located.id, internet_message_id=located.internet_message_id)
-            )
-        await session.execute(
-            _INSERT_BACKUP,
-            {
-                "incoming_email_id": email.id,
-                "graph_message_id": graph_message_id,
-                "compressed_blob": blob,
-                "compression": "gzip",
-                "size": len(mime),
-                "checksum": hashlib.sha256(mime).hexdigest(),
-                "encryption": encryption,
-                "key_id": key_id,
-                "created_at": now,
-            },
-        )
-        await session.execute(
-            update(incoming_emails)
-            .where(incoming_emails.c.id == email.id)
-            .values(status=EmailStatus.BACKED_UP, updated_at=now)
-        )
-        await record_event(
-            session,
+    params = {
+        "sent_id": sent.id,
+        "located_internet_message_id": located.internet_message_id,
+        "backup_incoming_email_id": email.id,
+        "backup_graph_message_id": graph_message_id,
+        "backup_compressed_blob": blob,
+        "backup_compression": "gzip",
+        "backup_size": len(mime),
+        "backup_checksum": hashlib.sha256(mime).hexdigest(),
+        "backup_encryption": encryption,
+        "backup_key_id": key_id,
+        "backup_created_at": now,
+        **event_params(
             "backed_up",
             email_id=email.id,
             publisher_message_id=email.publisher_message_id,
             graph_message_id=graph_message_id,
             size=len(mime),
             compressed=len(blob),
-        )
+        ),
+    }
+    async with store_errors("backup store"), ctx.statement_sessions.begin() as session:
+        await (_STORE_LOCATED if sent.graph_message_id is None else _STORE).run(session, params)
     await ctx.bus.lifecycle(
         "backed-up",
         email.publisher_message_id,

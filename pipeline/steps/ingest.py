@@ -22,13 +22,14 @@ from typing import Any
 
 from faststream.rabbit import RabbitMessage
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.context import AppContext
 from pipeline.db.errors import store_errors
-from pipeline.db.events import record_event
+from pipeline.db.events import EVENT_WRITE, event_params
 from pipeline.db.models import EmailStatus, Route
-from pipeline.db.tables import incoming_emails, insert_ignoring_conflicts
+from pipeline.db.tables import email_events, incoming_emails, insert_ignoring_conflicts
 from pipeline.db.types import utcnow
 from pipeline.deadletter import delivery_dead_letterer
 from pipeline.errors import InvalidMessage
@@ -96,6 +97,33 @@ _INSERT_EMAIL = insert_ignoring_conflicts(
     conflict=["publisher_message_id"],
     returning="id",
 )
+_inserted = _INSERT_EMAIL.cte("inserted")
+#: PostgreSQL: the insert and, only if it inserted, its ``received`` event, in one statement.
+_INSERT_EMAIL_AND_EVENT = select(_inserted.c.id).add_cte(
+    insert(email_events)
+    .from_select(
+        ["incoming_email_id", "publisher_message_id", "event", "detail", "created_at"],
+        select(
+            _inserted.c.id,
+            bindparam("event_publisher_message_id", type_=email_events.c.publisher_message_id.type),
+            bindparam("event_name", type_=email_events.c.event.type),
+            bindparam("event_detail", type_=email_events.c.detail.type),
+            bindparam("event_at", type_=email_events.c.created_at.type),
+        ),
+    )
+    .returning(email_events.c.id)
+    .cte("received_event")
+)
+
+
+async def _insert(session: AsyncSession, values: dict[str, Any], event: dict[str, Any]) -> uuid.UUID | None:
+    """Insert the email and its event unless the key exists; the new id, or None."""
+    if session.bind.dialect.name == "postgresql":
+        return (await session.execute(_INSERT_EMAIL_AND_EVENT, {**values, **event})).scalar_one_or_none()
+    inserted: uuid.UUID | None = (await session.execute(_INSERT_EMAIL, values)).scalar_one_or_none()
+    if inserted is not None:
+        await session.execute(EVENT_WRITE, {**event, "event_email_id": inserted})
+    return inserted
 
 
 async def store_email(ctx: AppContext, email: SendEmail, payload: dict[str, Any]) -> StoredEmail:
@@ -120,17 +148,17 @@ async def store_email(ctx: AppContext, email: SendEmail, payload: dict[str, Any]
         "created_at": now,
         "updated_at": now,
     }
-    async with store_errors("ingest"), ctx.sessions.begin() as session:
-        inserted = (await session.execute(_INSERT_EMAIL, values)).scalar_one_or_none()
+    event = event_params(
+        "received",
+        email_id=None,  # the id the insert returns
+        publisher_message_id=key,
+        route=values["route"],
+        **trace_detail(),  # the scheduler continues this trace (pipeline.observability.tracing)
+    )
+    # On PostgreSQL one statement, which commits by itself; on SQLite one transaction.
+    async with store_errors("ingest"), ctx.statement_sessions.begin() as session:
+        inserted = await _insert(session, values, event)
         if inserted is not None:
-            await record_event(
-                session,
-                "received",
-                email_id=inserted,
-                publisher_message_id=key,
-                route=values["route"],
-                **trace_detail(),  # the scheduler continues this trace (pipeline.observability.tracing)
-            )
             return StoredEmail(inserted, key, True, False, now, EmailStatus.RECEIVED)
         row = (
             await session.execute(
@@ -146,7 +174,7 @@ async def store_email(ctx: AppContext, email: SendEmail, payload: dict[str, Any]
 
 
 async def _confirm_receipt(ctx: AppContext, email_id: uuid.UUID) -> None:
-    async with store_errors("receipt"), ctx.sessions.begin() as session:
+    async with store_errors("receipt"), ctx.statement_sessions.begin() as session:
         await session.execute(
             update(incoming_emails)
             .where(incoming_emails.c.id == email_id, incoming_emails.c.receipt_confirmed_at.is_(None))

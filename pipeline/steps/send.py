@@ -107,7 +107,7 @@ async def _record_sent(
     ctx: AppContext, email: IncomingEmail, *, method: str, recovered: bool, internet_message_id: str | None
 ) -> None:
     now = utcnow()
-    async with store_errors("mark sent"), ctx.sessions.begin() as session:
+    async with store_errors("mark sent"), ctx.statement_sessions.begin() as session:
         await sending.mark_sent(
             session,
             email,
@@ -124,7 +124,7 @@ async def _record_sent(
 
 
 async def _send_started(ctx: AppContext, email: IncomingEmail, attempt: int) -> bool:
-    async with store_errors("send started"), ctx.sessions.begin() as session:
+    async with store_errors("send started"), ctx.statement_sessions.begin() as session:
         return await sending.set_send_started(session, email.id, attempt, utcnow())
 
 
