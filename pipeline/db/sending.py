@@ -1,4 +1,4 @@
-"""State changes a send or backup worker makes, each one short transaction.
+"""State changes a send or backup worker makes, each one short transaction (or one statement).
 
 Every update is guarded by the attempt number it belongs to, so a worker holding a stale
 dispatch (the sweeper has re-dispatched the email meanwhile) changes nothing.
@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import structlog
 from sqlalchemy import ColumnElement, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -29,11 +30,22 @@ __all__ = [
     "touch",
 ]
 
+log = structlog.get_logger(__name__)
 
-_INSERT_RECEIPT = insert_ignoring_conflicts(
-    worker_receipts,
-    ["incoming_email_id", "attempt", "pool", "worker", "received_at"],
-    returning="id",
+
+#: A worker took the dispatch: its receipt, the email in ``sending``, the timeline event.
+_TAKE = WriteChain(
+    insert_ignoring_conflicts(
+        worker_receipts,
+        ["incoming_email_id", "attempt", "pool", "worker", "received_at"],
+        returning="id",
+        param_prefix="receipt_",
+    ),
+    update(incoming_emails)
+    .where(incoming_emails.c.id == bindparam("receipt_incoming_email_id"))
+    .values(status=EmailStatus.SENDING, updated_at=bindparam("receipt_received_at"))
+    .returning(incoming_emails.c.id),
+    EVENT_WRITE,
 )
 #: The send happened: its ``sent_emails`` row, the backup scheduled, the timeline event.
 _MARK_SENT = WriteChain(
@@ -87,25 +99,34 @@ async def take(
         return None
     if email.status not in (EmailStatus.DISPATCHED, EmailStatus.SENDING):
         return None
-    receipt = {"incoming_email_id": email_id, "attempt": attempt, "pool": pool, "worker": worker, "received_at": now}
-    inserted = (await session.execute(_INSERT_RECEIPT, receipt)).scalar_one_or_none()
-    await session.execute(
-        update(incoming_emails)
-        .where(incoming_emails.c.id == email_id)
-        .values(status=EmailStatus.SENDING, updated_at=now)
+    # The row is locked, and a worker sets ``sending`` in the transaction that inserts its
+    # receipt (a re-dispatch starts a new attempt in ``dispatched``): ``sending`` here means this
+    # attempt's receipt exists, so the event can be named before the receipt insert says so.
+    resuming = email.status == EmailStatus.SENDING
+    inserted, _, _ = await _TAKE.run(
+        session,
+        {
+            "receipt_incoming_email_id": email_id,
+            "receipt_attempt": attempt,
+            "receipt_pool": pool,
+            "receipt_worker": worker,
+            "receipt_received_at": now,
+            **event_params(
+                "resumed" if resuming else "taken",
+                email_id=email_id,
+                publisher_message_id=email.publisher_message_id,
+                attempt=attempt,
+                worker=worker,
+            ),
+        },
     )
+    if resuming != (inserted == 0):
+        log.warning("take: receipt and status disagree", email_id=str(email_id), attempt=attempt, status=email.status)
     # Mirror the write on the loaded object without making the ORM flush it a second time.
     set_committed_value(email, "status", EmailStatus.SENDING)
     set_committed_value(email, "updated_at", now)
-    await record_event(
-        session,
-        "taken" if inserted is not None else "resumed",
-        email_id=email_id,
-        publisher_message_id=email.publisher_message_id,
-        attempt=attempt,
-        worker=worker,
-    )
-    return Taken(email, resumed=inserted is None)
+    # Resumed if either says so: an unknown outcome is checked in Sent Items before any resend.
+    return Taken(email, resumed=resuming or inserted == 0)
 
 
 def _guard(email_id: uuid.UUID, attempt: int) -> ColumnElement[bool]:

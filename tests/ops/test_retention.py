@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from pipeline.db.engine import create_sessionmaker
+from pipeline.db.engine import create_sessionmaker, create_statement_sessionmaker
 from pipeline.db.models import EmailBackup, EmailEvent, EmailStatus, IncomingEmail
 from pipeline.db.types import utcnow
 from pipeline.messages import SendEmail
@@ -126,7 +126,7 @@ async def test_retention_clears_and_deletes_what_is_old_in_batches(
     assert "0 event(s) were deleted" in again.output
 
     # A re-published SendEmail whose payload was cleared is still recognised as a duplicate.
-    ctx = SimpleNamespace(sessions=sessions)
+    ctx = SimpleNamespace(sessions=sessions, statement_sessions=create_statement_sessionmaker(sessions.kw["bind"]))
     stored = await store_email(ctx, SendEmail.model_validate(sample_email(1)), sample_email(1))  # type: ignore[arg-type]
     assert stored.created is False
     assert stored.id == emails["msg-1"].id
