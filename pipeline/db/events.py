@@ -19,31 +19,22 @@ from pipeline.db.types import utcnow
 
 __all__ = ["EVENT_WRITE", "event_params", "event_row", "record_event", "record_events"]
 
+#: ``email_events`` columns -> the parameter names :data:`EVENT_WRITE` binds them to, named
+#: apart from the other writes of a :class:`~pipeline.db.chain.WriteChain`.
+_EVENT_PARAMS = {
+    "incoming_email_id": "event_email_id",
+    "publisher_message_id": "event_publisher_message_id",
+    "event": "event_name",
+    "detail": "event_detail",
+    "created_at": "event_at",
+}
+
 #: One timeline row as a write of a :class:`~pipeline.db.chain.WriteChain`; see :func:`event_params`.
 EVENT_WRITE: ReturningInsert[tuple[int]] = (
     insert(email_events)
-    .values(
-        incoming_email_id=bindparam("event_email_id"),
-        publisher_message_id=bindparam("event_publisher_message_id"),
-        event=bindparam("event_name"),
-        detail=bindparam("event_detail"),
-        created_at=bindparam("event_at"),
-    )
+    .values({column: bindparam(name) for column, name in _EVENT_PARAMS.items()})
     .returning(email_events.c.id)
 )
-
-
-def event_params(
-    event: str, *, email_id: uuid.UUID | None, publisher_message_id: str | None, **detail: Any
-) -> dict[str, Any]:
-    """The parameters of :data:`EVENT_WRITE` for one row (named apart from the chain's others)."""
-    return {
-        "event_email_id": email_id,
-        "event_publisher_message_id": publisher_message_id,
-        "event_name": event,
-        "event_detail": detail or None,
-        "event_at": utcnow(),
-    }
 
 
 def event_row(
@@ -57,6 +48,14 @@ def event_row(
         "detail": detail or None,
         "created_at": utcnow(),
     }
+
+
+def event_params(
+    event: str, *, email_id: uuid.UUID | None, publisher_message_id: str | None, **detail: Any
+) -> dict[str, Any]:
+    """The same row as :func:`event_row`, as the parameters of :data:`EVENT_WRITE`."""
+    row = event_row(event, email_id=email_id, publisher_message_id=publisher_message_id, **detail)
+    return {_EVENT_PARAMS[column]: value for column, value in row.items()}
 
 
 async def record_event(
