@@ -31,11 +31,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import UpdateBase, ValuesBase
 from sqlalchemy.sql.selectable import TextualSelect
 
-__all__ = ["Write", "WriteChain"]
+__all__ = ["Write", "WriteChain", "prefixed"]
 
 #: A write with RETURNING: Core ``insert/update/delete(...).returning(...)``, or a textual
 #: statement given its columns (``text(...).columns(...)``, as from ``insert_ignoring_conflicts``).
 Write = UpdateBase | TextualSelect
+
+
+def prefixed(prefix: str, **values: Any) -> dict[str, Any]:
+    """``values`` as the parameters of a write built with ``param_prefix=prefix``."""
+    return {f"{prefix}{name}": value for name, value in values.items()}
 
 
 class WriteChain:

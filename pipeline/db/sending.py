@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from pipeline.db.chain import WriteChain
+from pipeline.db.chain import WriteChain, prefixed
 from pipeline.db.events import EVENT_WRITE, event_params, record_event
 from pipeline.db.models import EmailStatus, IncomingEmail
 from pipeline.db.tables import incoming_emails, insert_ignoring_conflicts, sent_emails, worker_receipts
@@ -106,11 +106,9 @@ async def take(
     inserted, _, _ = await _TAKE.run(
         session,
         {
-            "receipt_incoming_email_id": email_id,
-            "receipt_attempt": attempt,
-            "receipt_pool": pool,
-            "receipt_worker": worker,
-            "receipt_received_at": now,
+            **prefixed(
+                "receipt_", incoming_email_id=email_id, attempt=attempt, pool=pool, worker=worker, received_at=now
+            ),
             **event_params(
                 "resumed" if resuming else "taken",
                 email_id=email_id,
@@ -174,14 +172,17 @@ async def mark_sent(
     await _MARK_SENT.run(
         session,
         {
-            "sent_incoming_email_id": email.id,
-            "sent_mailbox": email.mailbox,
-            "sent_correlation_key": email.correlation_key,
-            "sent_method": method,
-            "sent_graph_draft_id": email.graph_draft_id,
-            "sent_internet_message_id": internet_message_id,
-            "sent_recovered": recovered,
-            "sent_sent_at": now,
+            **prefixed(
+                "sent_",
+                incoming_email_id=email.id,
+                mailbox=email.mailbox,
+                correlation_key=email.correlation_key,
+                method=method,
+                graph_draft_id=email.graph_draft_id,
+                internet_message_id=internet_message_id,
+                recovered=recovered,
+                sent_at=now,
+            ),
             "backup_at": backup_at,
             **event_params(
                 "sent",

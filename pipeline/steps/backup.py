@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, select, update
 from pipeline.context import AppContext
 from pipeline.crypto import AES_GCM
 from pipeline.db import sending
-from pipeline.db.chain import WriteChain
+from pipeline.db.chain import WriteChain, prefixed
 from pipeline.db.errors import store_errors
 from pipeline.db.events import EVENT_WRITE, event_params
 from pipeline.db.models import EmailStatus, IncomingEmail, SentEmail
@@ -129,15 +129,18 @@ async def _store(
     params = {
         "sent_id": sent.id,
         "located_internet_message_id": located.internet_message_id,
-        "backup_incoming_email_id": email.id,
-        "backup_graph_message_id": graph_message_id,
-        "backup_compressed_blob": blob,
-        "backup_compression": "gzip",
-        "backup_size": len(mime),
-        "backup_checksum": hashlib.sha256(mime).hexdigest(),
-        "backup_encryption": encryption,
-        "backup_key_id": key_id,
-        "backup_created_at": now,
+        **prefixed(
+            "backup_",
+            incoming_email_id=email.id,
+            graph_message_id=graph_message_id,
+            compressed_blob=blob,
+            compression="gzip",
+            size=len(mime),
+            checksum=hashlib.sha256(mime).hexdigest(),
+            encryption=encryption,
+            key_id=key_id,
+            created_at=now,
+        ),
         **event_params(
             "backed_up",
             email_id=email.id,

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import bindparam, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from pipeline.db.chain import WriteChain
+from pipeline.db.chain import WriteChain, prefixed
 from pipeline.db.engine import create_engine, create_statement_sessionmaker
 from pipeline.db.events import EVENT_WRITE, event_params
 from pipeline.db.models import Base, EmailEvent
@@ -37,12 +37,7 @@ CHAIN = WriteChain(_NEW_BUCKET, _REFILL, EVENT_WRITE)
 
 def _params(new_key: str, refill_key: str, event: str | None = "chained") -> dict[str, Any]:
     return {
-        "new_key": new_key,
-        "new_tokens": 1.0,
-        "new_rate_per_s": 1.0,
-        "new_burst": 1,
-        "new_max_concurrency": 1,
-        "new_refilled_at": utcnow(),
+        **prefixed("new_", key=new_key, tokens=1.0, rate_per_s=1.0, burst=1, max_concurrency=1, refilled_at=utcnow()),
         "refill_key": refill_key,
         "refill_tokens": 7.0,
         **event_params("chained", email_id=None, publisher_message_id=new_key),
