@@ -37,6 +37,10 @@ log = structlog.get_logger(__name__)
 GRAPH_ROLES: frozenset[Role] = frozenset({"send-no-attachments", "send-attachments", "backup"})
 
 
+#: How long stop() waits for cancelled background loops (scheduler, retention, sampler).
+BACKGROUND_STOP_TIMEOUT_S = 5.0
+
+
 class RoleServices:
     """The clients and loops of the roles one process runs."""
 
@@ -93,14 +97,16 @@ class RoleServices:
             self._ctx.http_server.draining()  # /readyz says 503 while in-flight messages drain
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
+        # Bounded: aiormq can swallow a cancellation and then wait on its connection's reader
+        # (seen in CI: the queue sampler's passive declare never returned, and a stopping role hung).
+        # Such a task ends when close() closes that connection.
+        done, pending = await asyncio.wait(self._tasks, timeout=BACKGROUND_STOP_TIMEOUT_S) if self._tasks else ((), ())
+        for task in pending:
+            log.warning("background task did not stop when cancelled; closing its clients", task=task.get_name())
+        for task in done:
+            if not task.cancelled() and (error := task.exception()) is not None:
                 # A background loop that died earlier must not turn a clean drain into a crash.
-                log.exception("background task had failed", task=task.get_name())
+                log.error("background task had failed", task=task.get_name(), exc_info=error)
         self._tasks.clear()
 
     async def close(self) -> None:
