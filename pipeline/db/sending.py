@@ -1,5 +1,7 @@
 """State changes a send or backup worker makes, each one short transaction (or one statement).
 
+Taking a dispatch, the first of them, is :func:`pipeline.db.take.take`.
+
 Every update is guarded by the attempt number it belongs to, so a worker holding a stale
 dispatch (the sweeper has re-dispatched the email meanwhile) changes nothing.
 """
@@ -7,46 +9,28 @@ dispatch (the sweeper has re-dispatched the email meanwhile) changes nothing.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import ColumnElement, and_, bindparam, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from pipeline.db.chain import WriteChain, prefixed
 from pipeline.db.events import EVENT_WRITE, event_params, record_event
 from pipeline.db.models import EmailStatus, IncomingEmail
-from pipeline.db.tables import incoming_emails, insert_ignoring_conflicts, sent_emails, worker_receipts
+from pipeline.db.tables import incoming_emails, insert_ignoring_conflicts, sent_emails
 
 __all__ = [
-    "Taken",
     "mark_sent",
     "park",
     "set_draft",
     "set_send_started",
-    "take",
     "touch",
 ]
 
 log = structlog.get_logger(__name__)
 
 
-#: A worker took the dispatch: its receipt, the email in ``sending``, the timeline event.
-_TAKE = WriteChain(
-    insert_ignoring_conflicts(
-        worker_receipts,
-        ["incoming_email_id", "attempt", "pool", "worker", "received_at"],
-        returning="id",
-        param_prefix="receipt_",
-    ),
-    update(incoming_emails)
-    .where(incoming_emails.c.id == bindparam("receipt_incoming_email_id"))
-    .values(status=EmailStatus.SENDING, updated_at=bindparam("receipt_received_at"))
-    .returning(incoming_emails.c.id),
-    EVENT_WRITE,
-)
 #: The send happened: its ``sent_emails`` row, the backup scheduled, the timeline event.
 _MARK_SENT = WriteChain(
     insert_ignoring_conflicts(
@@ -77,54 +61,6 @@ _MARK_SENT = WriteChain(
     .returning(incoming_emails.c.id),
     EVENT_WRITE,
 )
-
-
-@dataclass(frozen=True)
-class Taken:
-    """The result of taking a dispatch: the email, and whether this attempt ran before."""
-
-    email: IncomingEmail
-    #: True when a worker already took this very attempt and died: its outcome is unknown.
-    resumed: bool
-
-
-async def take(
-    session: AsyncSession, email_id: uuid.UUID, attempt: int, *, pool: str, worker: str, now: datetime
-) -> Taken | None:
-    """Persist the worker receipt and move the email to ``sending``; None if the dispatch is stale."""
-    email = (
-        await session.execute(select(IncomingEmail).where(IncomingEmail.id == email_id).with_for_update())
-    ).scalar_one_or_none()
-    if email is None or email.attempt_count != attempt:
-        return None
-    if email.status not in (EmailStatus.DISPATCHED, EmailStatus.SENDING):
-        return None
-    # The row is locked, and a worker sets ``sending`` in the transaction that inserts its
-    # receipt (a re-dispatch starts a new attempt in ``dispatched``): ``sending`` here means this
-    # attempt's receipt exists, so the event can be named before the receipt insert says so.
-    resuming = email.status == EmailStatus.SENDING
-    inserted, _, _ = await _TAKE.run(
-        session,
-        {
-            **prefixed(
-                "receipt_", incoming_email_id=email_id, attempt=attempt, pool=pool, worker=worker, received_at=now
-            ),
-            **event_params(
-                "resumed" if resuming else "taken",
-                email_id=email_id,
-                publisher_message_id=email.publisher_message_id,
-                attempt=attempt,
-                worker=worker,
-            ),
-        },
-    )
-    if resuming != (inserted == 0):
-        log.warning("take: receipt and status disagree", email_id=str(email_id), attempt=attempt, status=email.status)
-    # Mirror the write on the loaded object without making the ORM flush it a second time.
-    set_committed_value(email, "status", EmailStatus.SENDING)
-    set_committed_value(email, "updated_at", now)
-    # Resumed if either says so: an unknown outcome is checked in Sent Items before any resend.
-    return Taken(email, resumed=resuming or inserted == 0)
 
 
 def _guard(email_id: uuid.UUID, attempt: int) -> ColumnElement[bool]:

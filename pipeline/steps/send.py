@@ -2,14 +2,17 @@
 
 Order of every attempt, and what a SIGKILL at each point leads to:
 
-1. receipt + ``sending`` committed (:func:`pipeline.db.sending.take`) — before any Graph call.
+1. receipt + ``sending`` committed (:func:`pipeline.db.take.take`) — before any Graph call.
    Killed after: the redelivered dispatch finds its own receipt and runs the duplicate check.
+   On the no-attachment route the take also records ``send_started_at`` (step 4), which saves
+   a write per email and only makes a crashed attempt run the check of step 2.
 2. if an earlier try started a send (``send_started_at`` set), look for the sent copy in Sent
    Items by correlation key, for up to ``graph_sent_lookup_deadline_s``; found -> record sent.
 3. no-attachment pool: ``sendMail``. attachment pool: draft (found again in Drafts by
    correlation key if it was created before a crash), attachments (:mod:`.attachments`), ``send``.
-4. ``send_started_at`` is committed just before the send call and kept if the call's outcome
-   is unknown (504, timeout, crash), so the next try checks before sending again.
+4. ``send_started_at`` is committed before the send call (by the take, or just before the call
+   after uploads or a Sent Items check) and kept if the call's outcome is unknown (504,
+   timeout, crash), so the next try checks before sending again.
 5. the ``sent_emails`` row committed with the backup scheduled ``backup_delay_s`` later (the
    scheduler dispatches it: the database is the schedule, so no backup request can be lost),
    then ``email.sent`` published, then ack. Killed before the ack: the redelivery is stale.
@@ -32,6 +35,7 @@ from pipeline.context import AppContext
 from pipeline.db import sending
 from pipeline.db.errors import store_errors
 from pipeline.db.models import EmailStatus, IncomingEmail, Route
+from pipeline.db.take import take
 from pipeline.db.types import utcnow
 from pipeline.deadletter import DeadLetterNote, dead_letter, delivery_dead_letterer
 from pipeline.errors import (
@@ -136,6 +140,10 @@ class SendAttempt:
     #: ``send_started_at`` or a resumed attempt, cleared by an unsuccessful Sent Items look-up,
     #: set again just before our own send call, cleared if that call definitely failed.
     outcome_unknown: bool
+    #: True while the committed ``send_started_at`` was written for this attempt by its take and
+    #: nothing has happened since that could make the attempt stale (a Sent Items check can
+    #: take a minute): the send may then go without another write first.
+    start_recorded: bool = False
     #: The step running, whose retry policy applies to a failure: attachments are "upload"
     #: (draft and upload sessions), except a failed download, which is "download".
     step: RetryStep = "send"
@@ -152,13 +160,14 @@ async def _send(ctx: AppContext, mailer: GraphMailer, email: IncomingEmail, atte
             )
             return
         state.outcome_unknown = False
+        state.start_recorded = False
     message = outgoing_message(email)
     draft_id = None
     if email.route == Route.ATTACHMENT:
         state.step = "upload"
         draft_id = await attach_all(ctx, mailer, email, attempt, message)
         state.step = "send"
-    if not await _send_started(ctx, email, attempt):
+    if not state.start_recorded and not await _send_started(ctx, email, attempt):
         return
     state.outcome_unknown = True
     try:
@@ -243,8 +252,8 @@ def _payload_bytes(email: IncomingEmail) -> bytes:
 async def process_dispatch(ctx: AppContext, dispatch: Dispatch, pool: str) -> str:
     """Do the work of one dispatch; returns what happened (for logs and tests)."""
     mailer = ctx.require_mailer()
-    async with store_errors("take"), ctx.sessions.begin() as session:
-        taken = await sending.take(
+    async with store_errors("take"), ctx.statement_sessions.begin() as session:
+        taken = await take(
             session, dispatch.incoming_email_id, dispatch.attempt, pool=pool, worker=ctx.worker_name, now=utcnow()
         )
     if taken is None:
@@ -253,7 +262,7 @@ async def process_dispatch(ctx: AppContext, dispatch: Dispatch, pool: str) -> st
     await ctx.bus.lifecycle(
         "taken", email.publisher_message_id, email.id, utcnow(), attempt=dispatch.attempt, pool=pool
     )
-    state = SendAttempt(outcome_unknown=email.send_started_at is not None or taken.resumed)
+    state = SendAttempt(outcome_unknown=taken.started_before or taken.resumed, start_recorded=taken.start_recorded)
     try:
         await _send(ctx, mailer, email, dispatch.attempt, state)
     except (StoreUnavailable, BrokerUnavailable):

@@ -79,11 +79,16 @@ async def test_worker_killed_mid_send_is_not_sent_twice(
         try:
             await publisher.publish(sample_email(2))
 
-            async def send_started() -> bool:
+            async def send_call_in_flight() -> bool:
+                # The take records the start before the call, so also wait for Graph to have it:
+                # the only Graph call before the backup's is the sendMail.
                 row = await _email(ctx, "msg-2")
-                return row is not None and row.send_started_at is not None
+                if row is None or row.send_started_at is None:
+                    return False
+                stats = httpx.get(f"{emulator.root_url}/_emulator/stats").json()
+                return int(stats["totals"]["requests"]) >= 1
 
-            await wait_until(send_started, timeout_s=60, interval_s=0.02, what="the send call to start")
+            await wait_until(send_call_in_flight, timeout_s=60, interval_s=0.02, what="the send call to start")
             worker.kill()
             worker.start()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -10,12 +9,10 @@ from sqlalchemy import bindparam, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pipeline.db.chain import WriteChain, prefixed
-from pipeline.db.engine import create_engine, create_statement_sessionmaker
 from pipeline.db.events import EVENT_WRITE, event_params
 from pipeline.db.models import Base, EmailEvent
 from pipeline.db.tables import insert_ignoring_conflicts
 from pipeline.db.types import utcnow
-from pipeline.settings import load_settings
 
 rate_buckets = Base.metadata.tables["rate_buckets"]
 
@@ -45,18 +42,6 @@ def _params(new_key: str, refill_key: str, event: str | None = "chained") -> dic
     }
 
 
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(load_settings(database_url=database_url))
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return create_statement_sessionmaker(engine)
-
-
 async def _buckets(engine: AsyncEngine) -> dict[str, float]:
     async with engine.connect() as connection:
         return {row.key: row.tokens for row in await connection.execute(select(rate_buckets))}
@@ -68,11 +53,11 @@ async def _events(engine: AsyncEngine) -> int:
 
 
 async def test_writes_commit_together_and_report_the_rows_each_returned(
-    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    engine: AsyncEngine, statement_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    async with sessions.begin() as session:
+    async with statement_sessions.begin() as session:
         first = await CHAIN.run(session, _params("a", refill_key="nobody"))
-    async with sessions.begin() as session:
+    async with statement_sessions.begin() as session:
         second = await CHAIN.run(session, _params("a", refill_key="a"))  # "a" exists: no insert
 
     assert first == (1, 0, 1)
@@ -82,26 +67,28 @@ async def test_writes_commit_together_and_report_the_rows_each_returned(
 
 
 async def test_one_failing_write_leaves_no_trace_of_the_others(
-    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    engine: AsyncEngine, statement_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     with pytest.raises(Exception, match=r"(?i)null"):
-        async with sessions.begin() as session:
+        async with statement_sessions.begin() as session:
             await CHAIN.run(session, _params("b", refill_key="nobody", event=None))  # event is NOT NULL
 
     assert await _buckets(engine) == {}
     assert await _events(engine) == 0
 
 
-async def test_a_parameter_named_after_a_written_column_is_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_a_parameter_named_after_a_written_column_is_refused(
+    statement_sessions: async_sessionmaker[AsyncSession],
+) -> None:
     # Core would quietly add "burst" to the UPDATE's SET clause (and "detail" to the event).
     with pytest.raises(ValueError, match=r"\['burst', 'detail'\]"):
-        async with sessions.begin() as session:
+        async with statement_sessions.begin() as session:
             await CHAIN.run(session, {**_params("c", refill_key="c"), "burst": 9, "detail": {}})
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_on_postgresql_the_chain_is_one_statement_and_commits_by_itself(
-    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    engine: AsyncEngine, statement_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     statements: list[str] = []
 
@@ -110,7 +97,7 @@ async def test_on_postgresql_the_chain_is_one_statement_and_commits_by_itself(
 
     event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:
-        async with sessions.begin() as session:
+        async with statement_sessions.begin() as session:
             await CHAIN.run(session, _params("d", refill_key="nobody"))
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
