@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from graph_mocks import GRAPH_BASE, MAILBOX, TOKEN, GraphMock, graph_error
+from stduritemplate import StdUriTemplate
 
 import pipeline.graph as package
 from pipeline.errors import ConfigError, GraphUnavailable, SendOutcomeUnknown
@@ -114,6 +115,26 @@ class TestRequestsOnTheWire:
         assert str(request.url).startswith(f"{GRAPH_BASE}/users/sender%40contoso.test/messages/m1")
         assert "//users" not in request.url.path
         assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+
+    async def test_each_request_expands_its_url_template_once_and_keeps_its_query(
+        self, mailer: GraphMailer, graph_mock: GraphMock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        expansions: list[str] = []
+        real_expand = StdUriTemplate.expand
+
+        def counting_expand(template: str, substitutions: dict[str, object]) -> str:
+            expansions.append(template)
+            return real_expand(template, substitutions)
+
+        monkeypatch.setattr(StdUriTemplate, "expand", staticmethod(counting_expand))
+        graph_mock.on("GET", "/mailFolders/SentItems/messages", httpx.Response(200, json={"value": []}))
+
+        assert await mailer.find_by_correlation(MAILBOX, "k-1", "SentItems") is None
+
+        assert len(expansions) == 1, expansions  # without the fix kiota expanded it three times
+        query = graph_mock.requests[0].url.params
+        assert "k-1" in query["$filter"]
+        assert query["$select"] == "id,internetMessageId,isDraft"
 
     async def test_upload_put_carries_no_authorization_header(self, mailer: GraphMailer, graph_mock: GraphMock) -> None:
         """The Graph token must never reach the upload host (it answers 401 InvalidAudience)."""
