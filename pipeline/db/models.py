@@ -110,6 +110,7 @@ class IncomingEmail(Base):
     graph_draft_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
     #: Set just before a send call; still set on re-entry means the outcome is unknown.
     send_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: No longer written (see :mod:`pipeline.steps.ingest`); dropped once no running version writes it.
     receipt_confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -3,10 +3,15 @@
 Crash analysis (SIGKILL on any line):
 
 * before the commit: nothing stored, the message is redelivered and stored then;
-* after the commit, before the receipt is confirmed: the redelivery finds the row, sees
-  ``receipt_confirmed_at`` empty and sends the receipt (same ``message_id``, so a publisher
-  that already got one can drop the copy);
-* after the receipt, before the ack: the redelivery finds the receipt confirmed and only acks.
+* after the commit, before the ack: the redelivery (``redelivered`` set by the broker) finds the
+  row and sends the receipt again, with the same ``message_id``, so a publisher that already
+  got one drops the copy. This is the one case of a repeated receipt the publisher contract
+  allows (README, "Receipt").
+
+Decision (2026-12-05): the receipt is not also recorded as sent in the database. Doing so cost
+a write per email (``receipt_confirmed_at``) to spare a repeat in the window between that write
+and the ack only; the window between the publish and that write remained. The column is kept,
+unwritten, until no running version writes it, so a rolling upgrade never fails on it.
 
 A re-published duplicate (same ``publisher_message_id``, not a redelivery) never sends a second
 receipt; the first copy's delivery, or its redelivery, is responsible for it.
@@ -22,7 +27,7 @@ from typing import Any
 
 from faststream.rabbit import RabbitMessage
 from pydantic import ValidationError
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.context import AppContext
@@ -70,7 +75,6 @@ class StoredEmail:
     id: uuid.UUID
     publisher_message_id: str
     created: bool
-    receipt_confirmed: bool
     received_at: datetime
     status: str
 
@@ -159,27 +163,15 @@ async def store_email(ctx: AppContext, email: SendEmail, payload: dict[str, Any]
     async with store_errors("ingest"), ctx.statement_sessions.begin() as session:
         inserted = await _insert(session, values, event)
         if inserted is not None:
-            return StoredEmail(inserted, key, True, False, now, EmailStatus.RECEIVED)
+            return StoredEmail(inserted, key, True, now, EmailStatus.RECEIVED)
         row = (
             await session.execute(
-                select(
-                    incoming_emails.c.id,
-                    incoming_emails.c.receipt_confirmed_at,
-                    incoming_emails.c.created_at,
-                    incoming_emails.c.status,
-                ).where(incoming_emails.c.publisher_message_id == key)
+                select(incoming_emails.c.id, incoming_emails.c.created_at, incoming_emails.c.status).where(
+                    incoming_emails.c.publisher_message_id == key
+                )
             )
         ).one()
-        return StoredEmail(row.id, key, False, row.receipt_confirmed_at is not None, row.created_at, row.status)
-
-
-async def _confirm_receipt(ctx: AppContext, email_id: uuid.UUID) -> None:
-    async with store_errors("receipt"), ctx.statement_sessions.begin() as session:
-        await session.execute(
-            update(incoming_emails)
-            .where(incoming_emails.c.id == email_id, incoming_emails.c.receipt_confirmed_at.is_(None))
-            .values(receipt_confirmed_at=utcnow())
-        )
+        return StoredEmail(row.id, key, False, row.created_at, row.status)
 
 
 async def ingest(ctx: AppContext, body: bytes, *, reply_to: str | None, redelivered: bool) -> StoredEmail:
@@ -190,8 +182,7 @@ async def ingest(ctx: AppContext, body: bytes, *, reply_to: str | None, redelive
         with attempt:
             stored = await store_email(ctx, email, payload)
     bind_ids(publisher_message_id=stored.publisher_message_id, incoming_email_id=stored.id)
-    must_send = stored.created or (redelivered and not stored.receipt_confirmed)
-    if not must_send:
+    if not (stored.created or redelivered):
         return stored
     receipt = SendEmailReceived(
         publisher_message_id=stored.publisher_message_id,
@@ -212,9 +203,6 @@ async def ingest(ctx: AppContext, body: bytes, *, reply_to: str | None, redelive
         correlation_id=stored.publisher_message_id,
         mandatory=False,
     )
-    async for attempt in infra_retrying():
-        with attempt:
-            await _confirm_receipt(ctx, stored.id)
     return stored
 
 

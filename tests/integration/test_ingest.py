@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from pipeline.db.models import DeadLetter, EmailEvent, IncomingEmail
 from pipeline.settings import Settings
+from pipeline.steps.ingest import ingest
 from tests.support import Publisher, count, engine_for, running, sample_email, wait_until
 
 REPLY_QUEUE = "publisher.replies"
@@ -77,3 +78,21 @@ async def _has(engine, key: str) -> bool:  # type: ignore[no-untyped-def]
         return (
             await conn.scalar(select(IncomingEmail.id).where(IncomingEmail.publisher_message_id == key))
         ) is not None
+
+
+async def test_a_redelivery_sends_the_receipt_again_with_its_id_and_a_republished_copy_does_not(
+    amqp_url: str, database_url: str
+) -> None:
+    """The one repeat the publisher contract allows: the broker redelivers a stored email."""
+    settings = Settings(amqp_url=amqp_url, database_url=database_url)
+    body = json.dumps(sample_email(7)).encode()
+    async with running(settings, ["ingest"]) as ctx, Publisher(amqp_url) as publisher:
+        await publisher.declare_queue(REPLY_QUEUE)
+        first = await ingest(ctx, body, reply_to=REPLY_QUEUE, redelivered=False)
+        copy = await ingest(ctx, body, reply_to=REPLY_QUEUE, redelivered=False)  # published twice
+        redelivery = await ingest(ctx, body, reply_to=REPLY_QUEUE, redelivered=True)  # crashed before the ack
+        replies = await publisher.drain(REPLY_QUEUE)
+
+    assert (first.created, copy.created, redelivery.created) == (True, False, False)
+    assert first.id == copy.id == redelivery.id
+    assert [m.message_id for m in replies] == [f"receipt:{first.id}"] * 2
