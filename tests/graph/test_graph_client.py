@@ -264,7 +264,7 @@ async def test_timeouts_come_from_settings(settings: Settings) -> None:
 def test_public_api_is_pinned() -> None:
     """Every name in pipeline.graph.__all__ exists, and every public name is listed."""
     public = {name for name in vars(package) if not name.startswith("_")}
-    modules = {"client", "errors", "limits", "mailer", "message", "upload"}
+    modules = {"calls", "client", "drafts", "errors", "limits", "mailer", "message", "upload"}
     assert set(package.__all__) == public - modules
 
 
