@@ -154,10 +154,7 @@ def _listing(request: Request, emulator: Emulator, folder: Folder | None) -> Res
     options = QueryOptions.from_request(request)
     upn = user_of(request)
     folder_ids = emulator.store.mailbox(upn).folder_ids
-    candidates = emulator.store.visible(upn, folder)
-    if (value := options.required_property_value) is not None:
-        wanted = value.lower()
-        candidates = [m for m in candidates if any(p.get("value", "").lower() == wanted for p in m.extended_properties)]
+    candidates = emulator.store.visible(upn, folder, property_value=options.required_property_value)
     matches = [
         m
         for m in candidates

@@ -53,6 +53,32 @@ class Mailbox:
         default_factory=lambda: {"drafts": new_graph_id("AQMkDrafts"), "sentitems": new_graph_id("AQMkSent")}
     )
     messages: dict[str, StoredMessage] = field(default_factory=dict)
+    #: Lower-cased extended property value -> ids of the messages carrying it: the index of the
+    #: correlation look-up (Graph indexes it too; a scan made long runs slow as Sent Items grew).
+    by_property_value: dict[str, set[str]] = field(default_factory=dict)
+
+    def put(self, message: StoredMessage) -> None:
+        """Store ``message`` (new, or with new extended properties) and index its property values."""
+        self.drop(message.id)
+        self.messages[message.id] = message
+        for value in _property_values(message):
+            self.by_property_value.setdefault(value, set()).add(message.id)
+
+    def drop(self, message_id: str) -> None:
+        """Forget a message, and its index entries; an unknown id is fine."""
+        message = self.messages.pop(message_id, None)
+        if message is None:
+            return
+        for value in _property_values(message):
+            ids = self.by_property_value.get(value)
+            if ids is not None:
+                ids.discard(message_id)
+                if not ids:
+                    del self.by_property_value[value]
+
+
+def _property_values(message: StoredMessage) -> set[str]:
+    return {str(p.get("value", "")).lower() for p in message.extended_properties}
 
 
 class MailStore:
@@ -87,7 +113,7 @@ class MailStore:
         message = self.new_message(upn, parsed, keep_bytes=keep_bytes)
         box = self.mailbox(upn)
         with self._lock:
-            box.messages[message.id] = message
+            box.put(message)
         return message
 
     def new_message(self, upn: str, parsed: ParsedMessage, *, keep_bytes: bool) -> StoredMessage:
@@ -137,6 +163,7 @@ class MailStore:
     def update_draft(self, upn: str, message_id: str, parsed: ParsedMessage) -> StoredMessage:
         """Apply a PATCH to a draft (``internetMessageId`` is writable only while a draft)."""
         message = self.get_draft(upn, message_id, "update the message")
+        box = self.mailbox(upn)
         with self._lock:
             props = dict(parsed.props)
             if "internetMessageId" in props:
@@ -147,7 +174,9 @@ class MailStore:
             if parsed.extended_properties is not None:
                 by_id = {p["id"].lower(): p for p in message.extended_properties}
                 by_id.update({p["id"].lower(): p for p in parsed.extended_properties})
+                box.drop(message.id)  # indexed again with its new property values
                 message.extended_properties = list(by_id.values())
+                box.put(message)
             message.last_modified = utc_now()
             message.change_key = new_change_key()
         return message
@@ -157,7 +186,7 @@ class MailStore:
         self.get(upn, message_id)
         box = self.mailbox(upn)
         with self._lock:
-            box.messages.pop(message_id, None)
+            box.drop(message_id)
 
     def add_attachment(self, upn: str, message_id: str, attachment: StoredAttachment) -> None:
         """Attach to a draft; a sent or vanished message refuses (the upload finished too late)."""
@@ -182,15 +211,24 @@ class MailStore:
             if stored:
                 if box.messages.get(draft.id) is not draft:
                     raise not_found()
-                del box.messages[draft.id]
+                box.drop(draft.id)
             if save:
-                box.messages[copy.id] = copy
+                box.put(copy)
         return copy
 
-    def visible(self, upn: str, folder: Folder | None) -> list[StoredMessage]:
-        """Messages of one folder (or all), newest first, hiding copies still "in transport"."""
+    def visible(self, upn: str, folder: Folder | None, *, property_value: str | None = None) -> list[StoredMessage]:
+        """Messages of one folder (or all), newest first, hiding copies still "in transport".
+
+        With ``property_value``, only messages with an extended property of that value (any
+        case), found through the index.
+        """
         now = monotonic()
         box = self.mailbox(upn)
         with self._lock:
-            items = [m for m in box.messages.values() if m.visible_at <= now and (folder is None or m.folder == folder)]
+            pool = (
+                box.messages.values()
+                if property_value is None
+                else [box.messages[i] for i in box.by_property_value.get(property_value.lower(), ())]
+            )
+            items = [m for m in pool if m.visible_at <= now and (folder is None or m.folder == folder)]
         return sorted(items, key=lambda m: m.sent or m.created, reverse=True)

@@ -7,8 +7,11 @@ import pytest
 import pipeline.emulator as emulator_pkg
 from pipeline.emulator.envelope import normalise_path
 from pipeline.emulator.errors import GraphError, format_seconds
+from pipeline.emulator.models import Folder
 from pipeline.emulator.odata import parse_filter
 from pipeline.emulator.query import _required_property_value
+from pipeline.emulator.store import MailStore
+from pipeline.emulator.validation import ParsedMessage
 from pipeline.graph.mailer import correlation_filter
 
 RECORD = {
@@ -103,3 +106,27 @@ def test_a_correlation_look_up_is_recognised_and_a_compound_filter_is_not() -> N
     assert _required_property_value(compound) is None
     assert _required_property_value("isDraft eq true") is None
     assert _required_property_value(None) is None
+
+
+def test_the_correlation_index_follows_every_change_to_the_store() -> None:
+    store = MailStore()
+    prop = "String {66F5A359-4659-4830-9070-00047EC6AC6E} Name Corr"
+
+    def found(value: str, folder: Folder | None = None) -> list[str]:
+        return [m.id for m in store.visible("Box@x.test", folder, property_value=value)]
+
+    draft = store.create_draft(
+        "box@x.test", ParsedMessage(extended_properties=[{"id": prop, "value": "K1"}]), keep_bytes=False
+    )
+    assert found("k1") == [draft.id]  # any case, like the OData comparison
+    store.update_draft("box@x.test", draft.id, ParsedMessage(extended_properties=[{"id": prop, "value": "k2"}]))
+    assert (found("k1"), found("k2")) == ([], [draft.id])
+    copy = store.send("box@x.test", draft, stored=True, save=True, delay_s=0)
+    assert (found("k2"), found("k2", "drafts")) == ([copy.id], [])
+    store.delete("box@x.test", copy.id)
+    assert found("k2") == []
+    unsaved = store.new_message(
+        "box@x.test", ParsedMessage(extended_properties=[{"id": prop, "value": "k3"}]), keep_bytes=False
+    )
+    store.send("box@x.test", unsaved, stored=False, save=False, delay_s=0)
+    assert found("k3") == []
