@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -88,6 +89,16 @@ class IncomingEmail(Base):
     __table_args__ = (
         Index("ix_incoming_emails_due", "status", "next_attempt_at"),
         Index("ix_incoming_emails_route_status", "route", "status"),
+        # The scheduler's claim order over due emails only (migration 0004).
+        Index(
+            "ix_incoming_emails_claim",
+            "route",
+            "priority",
+            "next_attempt_at",
+            "created_at",
+            postgresql_where=text("status IN ('received', 'retry_wait')"),
+            sqlite_where=text("status IN ('received', 'retry_wait')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
