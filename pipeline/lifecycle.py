@@ -19,6 +19,7 @@ import structlog
 
 from pipeline.context import AppContext
 from pipeline.crypto import load_keyring
+from pipeline.db.engine import server_warnings
 from pipeline.db.migrate import upgrade
 from pipeline.graph import GraphMailer, build_graph_client
 from pipeline.limiter import build_limiter
@@ -75,6 +76,8 @@ class RoleServices:
             ctx.mailer = GraphMailer(graph, plain, limiter, settings, observer=GraphCallObserver(ctx.metrics, tracer))
         if "scheduler" in self._roles:
             ctx.scheduler = Scheduler(ctx)
+            for warning in await server_warnings(ctx.engine):
+                log.warning("database server", problem=warning)
         # Bound last here, still before any consumer runs: a taken port fails the start.
         ctx.http_server = HealthServer(ctx)
         ctx.http_server.bind()
