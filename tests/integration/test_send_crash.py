@@ -8,10 +8,12 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from pipeline.db.models import FileUpload, IncomingEmail
+from pipeline.db.buckets import mailbox_key
+from pipeline.db.models import EmailEvent, FileUpload, IncomingEmail
 from pipeline.emulator import expected_file_sha256
+from pipeline.limiter_store import LimiterStore
 from tests.processes import RoleProcess, worker_env
-from tests.support import Publisher, pipeline_settings, running, sample_email, wait_until
+from tests.support import Publisher, engine_for, pipeline_settings, running, sample_email, wait_until
 
 BIG = 60 * 1024 * 1024 + 123
 
@@ -103,3 +105,56 @@ async def test_worker_killed_mid_send_is_not_sent_twice(
     assert row is not None
     stats = httpx.get(f"{emulator.root_url}/_emulator/stats").json()
     assert stats["sends_by_correlation"] == {row.correlation_key: 1}
+
+
+async def test_worker_killed_after_its_take_and_before_the_send_call_sends_once_after_a_look_up(
+    amqp_url: str, database_url: str, emulator: Any, tmp_path: Path
+) -> None:
+    # The take records the send start on this route (pipeline.db.take); a paused mailbox holds
+    # the send call in the limiter, so the kill lands between that commit and any Graph call.
+    settings = pipeline_settings(amqp_url, database_url, emulator)
+    worker = RoleProcess(["send-no-attachments"], worker_env(settings), tmp_path / "worker.log")
+    engine = engine_for(settings)
+    store = LimiterStore(engine, settings)
+    mailbox = mailbox_key(sample_email(3)["from"])
+    await store.ensure(mailbox)
+    await store.pause(mailbox, 8.0)
+    async with running(settings, ["ingest", "scheduler", "backup"]) as ctx, Publisher(amqp_url) as publisher:
+        worker.start()
+        try:
+            await publisher.publish(sample_email(3))
+
+            async def taken_and_waiting() -> bool:
+                row = await _email(ctx, "msg-3")
+                return row is not None and row.status == "sending" and row.send_started_at is not None
+
+            await wait_until(taken_and_waiting, timeout_s=60, interval_s=0.02, what="the take to commit")
+            assert httpx.get(f"{emulator.root_url}/_emulator/stats").json()["totals"]["requests"] == 0
+            worker.kill()
+            worker.start()
+
+            async def backed_up() -> bool:
+                row = await _email(ctx, "msg-3")
+                return row is not None and row.status == "backed_up"
+
+            await wait_until(backed_up, timeout_s=120, what="the email backed up after the restart")
+        finally:
+            worker.stop()
+        row = await _email(ctx, "msg-3")
+        async with ctx.sessions() as session:
+            events = list(
+                (
+                    await session.execute(
+                        select(EmailEvent.event).where(EmailEvent.incoming_email_id == row.id).order_by(EmailEvent.id)
+                    )
+                ).scalars()
+            )
+    await engine.dispose()
+    assert row is not None
+    stats = httpx.get(f"{emulator.root_url}/_emulator/stats").json()
+    assert stats["sends_by_correlation"] == {row.correlation_key: 1}
+    assert "resumed" in events
+    # An email sent straight away costs three calls (the send, the backup's look-up and MIME).
+    # At least one more is the Sent Items look-up before the resend; while the pause outlasts
+    # the 3 s deadline, the look-up's first clean answer decides, so there may be just one.
+    assert stats["totals"]["requests"] >= 4
