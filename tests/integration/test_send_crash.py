@@ -25,6 +25,14 @@ async def _email(ctx: Any, key: str) -> IncomingEmail | None:
         ).scalar_one_or_none()
 
 
+async def _backed_up(ctx: Any, key: str, *, timeout_s: float) -> None:
+    async def done() -> bool:
+        row = await _email(ctx, key)
+        return row is not None and row.status == "backed_up"
+
+    await wait_until(done, timeout_s=timeout_s, what=f"{key} backed up after the restart")
+
+
 async def test_worker_killed_mid_upload_resumes_and_sends_once_with_the_file_intact(
     amqp_url: str, database_url: str, emulator: Any, tmp_path: Path
 ) -> None:
@@ -50,11 +58,7 @@ async def test_worker_killed_mid_upload_resumes_and_sends_once_with_the_file_int
                 confirmed_at_kill = (await session.execute(select(FileUpload))).scalar_one().bytes_confirmed
             worker.start()
 
-            async def backed_up() -> bool:
-                row = await _email(ctx, "msg-1")
-                return row is not None and row.status == "backed_up"
-
-            await wait_until(backed_up, timeout_s=180, what="the email backed up after the restart")
+            await _backed_up(ctx, "msg-1", timeout_s=180)
         finally:
             worker.stop()
     stats = httpx.get(f"{emulator.root_url}/_emulator/stats").json()
@@ -94,11 +98,7 @@ async def test_worker_killed_mid_send_is_not_sent_twice(
             worker.kill()
             worker.start()
 
-            async def backed_up() -> bool:
-                row = await _email(ctx, "msg-2")
-                return row is not None and row.status == "backed_up"
-
-            await wait_until(backed_up, timeout_s=120, what="the email backed up after the restart")
+            await _backed_up(ctx, "msg-2", timeout_s=120)
         finally:
             worker.stop()
         row = await _email(ctx, "msg-2")
@@ -133,11 +133,7 @@ async def test_worker_killed_after_its_take_and_before_the_send_call_sends_once_
             worker.kill()
             worker.start()
 
-            async def backed_up() -> bool:
-                row = await _email(ctx, "msg-3")
-                return row is not None and row.status == "backed_up"
-
-            await wait_until(backed_up, timeout_s=120, what="the email backed up after the restart")
+            await _backed_up(ctx, "msg-3", timeout_s=120)
         finally:
             worker.stop()
         row = await _email(ctx, "msg-3")
