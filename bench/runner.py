@@ -30,12 +30,16 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def _version(args: list[str]) -> str:
+def _first_line_of(args: list[str]) -> str:
     try:
         out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False).stdout.strip()
         return out.splitlines()[0] if out else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def _postgres_setting(name: str) -> str:
+    return _first_line_of(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", f"SHOW {name}"])
 
 
 def machine() -> dict[str, Any]:
@@ -53,10 +57,10 @@ def machine() -> dict[str, Any]:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "rabbitmq": _version(["rabbitmqctl", "-q", "version"]),
-        "postgresql": _version(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SHOW server_version"]),
+        "rabbitmq": _first_line_of(["rabbitmqctl", "-q", "version"]),
+        "postgresql": _postgres_setting("server_version"),
         # This machine's CI configuration turns it off; it changes PostgreSQL's cost at 20,000 emails.
-        "postgresql_autovacuum": _version(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SHOW autovacuum"]),
+        "postgresql_autovacuum": _postgres_setting("autovacuum"),
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
