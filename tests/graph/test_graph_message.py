@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from kiota_serialization_json.json_serialization_writer import JsonSerializationWriter
+from msgraph.generated.users.item.send_mail.send_mail_post_request_body import SendMailPostRequestBody
 
 from pipeline.errors import GraphRejected
 from pipeline.graph.errors import MessageTooLarge
@@ -17,6 +18,7 @@ from pipeline.graph.message import (
     MailAddress,
     OutgoingMessage,
     check_request_size,
+    send_mail_json,
     to_graph_message,
 )
 
@@ -125,3 +127,46 @@ def test_request_size_limit() -> None:
         check_request_size(big, what="sendMail")
     assert caught.value.reason == "message-too-large"
     assert isinstance(caught.value, GraphRejected)
+
+
+_SHAPES: dict[str, dict[str, Any]] = {
+    "minimal": {},
+    "text body, no display names": {"body_type": "text", "from_address": ("s@contoso.test", None)},
+    "every recipient list": {
+        "to": [("a@example.test", "A"), ("b@example.test", None)],
+        "cc": [("c@example.test", "C, Jr.")],
+        "bcc": [("d@example.test", None), ("e@example.test", "E")],
+    },
+    "non-ASCII, quotes, backslashes": {
+        "subject": 'Grüße "quoted" \\ \u2603 \U0001f600',
+        "body_content": "<p>naïve</p>\t\u0000",
+        "to": [("a@example.test", 'Zoë "Z"')],
+    },
+    "empty subject and body": {"subject": "", "body_content": ""},
+    "extra headers": {"extra_headers": [("x-one", "1"), ("X-Two", "two words")]},
+    "inline files": {
+        "inline_attachments": [("a.txt", "text/plain", b"\x00\xffhi"), ("b.pdf", "application/pdf", b"")],
+    },
+}
+
+
+@pytest.mark.parametrize("save_to_sent_items", [True, False])
+@pytest.mark.parametrize("shape", sorted(_SHAPES))
+def test_send_mail_json_is_what_kiota_writes_for_the_model(shape: str, *, save_to_sent_items: bool) -> None:
+    message = _message(**_SHAPES[shape])
+    model = SendMailPostRequestBody(
+        message=to_graph_message(message), save_to_sent_items=None if save_to_sent_items else False
+    )
+    writer = JsonSerializationWriter()
+    writer.write_object_value(None, model)
+
+    assert send_mail_json(message, save_to_sent_items=save_to_sent_items) == writer.get_serialized_content()
+
+
+def test_send_mail_json_refuses_a_body_graph_would_refuse() -> None:
+    fits = _message(inline_attachments=[("a.bin", "application/octet-stream", b"x" * 2_999_999)])
+    assert len(send_mail_json(fits, save_to_sent_items=True)) < 4 * 1024 * 1024
+
+    big = _message(inline_attachments=[("big.bin", "application/octet-stream", b"x" * 3_200_000)])
+    with pytest.raises(MessageTooLarge):
+        send_mail_json(big, save_to_sent_items=True)
