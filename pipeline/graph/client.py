@@ -1,6 +1,6 @@
 """Build msgraph-sdk's ``GraphServiceClient`` the way mailpipe needs it.
 
-Three things differ from ``GraphServiceClient(credential)``:
+What differs from ``GraphServiceClient(credential)``:
 
 * **No SDK retries.** kiota's RetryHandler retries POST (``sendMail`` and ``/send`` included)
   on 429/503/504, which can send a mail several times. It is installed with
@@ -12,10 +12,12 @@ Three things differ from ``GraphServiceClient(credential)``:
   see it (an upload URL answers 401 InvalidAudience if they did).
 * **Explicit base URL** without a trailing slash, so paths are ``/v1.0/users/...`` and not
   ``/v1.0//users/...``.
-* **The URL is expanded once per request** (:class:`_OnceExpandedAdapter`). kiota re-expands
-  a request's URL template every time ``RequestInformation.url`` is read, and one request
-  reads it three times (host validation, token, the httpx request); in a profile that was
-  about a twelfth of the backup worker's CPU.
+* **The URL is expanded once per request, quickly** (:class:`_OnceExpandedAdapter`). kiota
+  re-expands a request's URL template every time ``RequestInformation.url`` is read, and one
+  request reads it three times (host validation, token, the httpx request); in a profile that
+  was about a twelfth of the backup worker's CPU. The one expansion left goes through
+  :func:`pipeline.graph.urls.expand_url`, with kiota's as the fallback.
+* **No URL replacement**: the middleware that rewrites ``/users/me-token-to-replace`` is off.
 
 A client is bound to the event loop its httpx client first ran on: build one per loop and
 close it with :meth:`MailpipeGraphClient.aclose` on that loop.
@@ -45,6 +47,7 @@ from msgraph_core import APIVersion, GraphClientFactory
 from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
 from pipeline.errors import ConfigError, GraphUnavailable
+from pipeline.graph.urls import expand_url
 from pipeline.settings import Settings
 
 __all__ = ["GraphTokenProvider", "MailpipeGraphClient", "build_graph_client"]
@@ -193,9 +196,20 @@ class _OnceExpandedAdapter(GraphRequestAdapter):
 
     def set_base_url_for_request_information(self, request_info: RequestInformation) -> None:
         super().set_base_url_for_request_information(request_info)
-        # The setter stores the expanded URL, which every later read returns as it is; it
-        # clears the path and query parameters, which only the expansion used.
-        request_info.url = request_info.url
+        url = None
+        if not _url_already_fixed(request_info):
+            values = {**request_info.query_parameters, **request_info.path_parameters}
+            url = expand_url(request_info.url_template or "", values)
+        # The setter stores the URL, which every later read returns as it is; it clears the
+        # path and query parameters, which only the expansion used.
+        request_info.url = url or request_info.url
+
+
+def _url_already_fixed(request_info: RequestInformation) -> bool:
+    # A raw URL (``with_url``) or one set earlier wins over the template in kiota's getter.
+    if request_info.path_parameters.get(RequestInformation.RAW_URL_KEY):
+        return True
+    return bool(vars(request_info).get("_RequestInformation__uri"))
 
 
 class _ClosingTransport(httpx.AsyncBaseTransport):
@@ -230,12 +244,12 @@ def _install_middleware(http_client: httpx.AsyncClient) -> None:
 
 
 def _middleware_options() -> dict[str, RequestOption]:
-    # The same options msgraph's GraphRequestAdapter uses by default, plus retries off.
+    # msgraph's defaults, except: retries off, and no URL replacement. The replacer exists for
+    # the SDK's `/me` builders, which mailpipe never uses (it always names the mailbox); enabled,
+    # it prints and re-parses every request's URL, a long one for each Sent Items look-up.
     return {
         RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0, should_retry=False),
-        UrlReplaceHandlerOption.get_key(): UrlReplaceHandlerOption(
-            enabled=True, replacement_pairs={"/users/me-token-to-replace": "/me"}
-        ),
+        UrlReplaceHandlerOption.get_key(): UrlReplaceHandlerOption(enabled=False),
         GraphTelemetryHandlerOption.get_key(): GraphTelemetryHandlerOption(
             api_version=APIVersion.v1, sdk_version=MSGRAPH_VERSION
         ),
