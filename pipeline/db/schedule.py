@@ -1,9 +1,13 @@
 """The scheduler's queries: the database is the schedule.
 
-Claims are atomic so no email is dispatched twice by two scheduler replicas: on PostgreSQL the
-per-route transaction takes an advisory lock (so the in-flight count and the claim see the same
-world) and ``FOR UPDATE SKIP LOCKED``; on SQLite every write transaction is ``BEGIN IMMEDIATE``
-(:mod:`pipeline.db.engine`), which serialises them.
+Claims are atomic so no email is dispatched twice by two scheduler replicas, and a pool's
+in-flight cap holds across them: on PostgreSQL a claim takes the route's advisory lock, counts
+what is in flight after it and takes rows ``FOR UPDATE SKIP LOCKED``; on SQLite every write
+transaction is ``BEGIN IMMEDIATE`` (:mod:`pipeline.db.engine`), which serialises them.
+
+:func:`claim_due`, the hot one, is one call of the function ``mailpipe_claim_due`` on
+PostgreSQL (migration 0005): run it in a session from ``AppContext.statement_sessions``, where
+it is its own transaction. On SQLite it is the same steps in the session's transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Integer, String, bindparam, column, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.db.events import event_row, record_event, record_events
@@ -40,15 +44,39 @@ def free_slots(cap: int, in_flight: int, batch: int) -> int:
     return max(0, min(cap - in_flight, batch))
 
 
+def _route_lock_key(route: str) -> int:
+    return zlib.crc32(f"mailpipe.route.{route}".encode())
+
+
 async def _lock_route(session: AsyncSession, route: str) -> None:
     if session.bind.dialect.name == "postgresql":
-        key = zlib.crc32(f"mailpipe.route.{route}".encode())
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _route_lock_key(route)})
+
+
+_CLAIM_CALL = (
+    text(
+        "SELECT claimed_id, claimed_publisher_message_id, claimed_attempt"
+        " FROM mailpipe_claim_due(:route, :cap, :batch, :now, :lock_key)"
+    )
+    .bindparams(bindparam("now", type_=emails.c.dispatched_at.type))
+    .columns(
+        column("claimed_id", emails.c.id.type),
+        column("claimed_publisher_message_id", String),
+        column("claimed_attempt", Integer),
+    )
+)
 
 
 async def claim_due(session: AsyncSession, route: str, cap: int, batch: int, now: datetime) -> list[Claimed]:
-    """Mark up to the free slots of ``route``'s due emails dispatched and return them."""
-    await _lock_route(session, route)
+    """Mark up to the free slots of ``route``'s due emails dispatched and return them, in order.
+
+    The order is the claim's: priority, then due time, then age. Never more than ``batch``,
+    never past ``cap`` emails of the route in flight (``dispatched`` or ``sending``).
+    """
+    if session.bind.dialect.name == "postgresql":
+        params = {"route": route, "cap": cap, "batch": batch, "now": now, "lock_key": _route_lock_key(route)}
+        rows = (await session.execute(_CLAIM_CALL, params)).all()
+        return [Claimed(row.claimed_id, row.claimed_publisher_message_id, route, row.claimed_attempt) for row in rows]
     # Due rows first: an idle route then costs one query, not a count as well. Rows locked
     # beyond the free slots are released at commit, unchanged.
     rows = (

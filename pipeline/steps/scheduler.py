@@ -131,7 +131,7 @@ class Scheduler:
         }
         count = 0
         for route, cap in caps.items():
-            async with store_errors("dispatch"), self._ctx.sessions.begin() as session:
+            async with store_errors("dispatch"), self._ctx.statement_sessions.begin() as session:
                 claims = await schedule.claim_due(session, route, cap, settings.scheduler_batch_size, utcnow())
             await publish_claims(self._ctx, claims)
             count = max(count, len(claims))

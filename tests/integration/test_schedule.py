@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from pipeline.db import schedule
@@ -42,7 +43,9 @@ async def _sessions(database_url: str) -> async_sessionmaker[AsyncSession]:
     return create_sessionmaker(create_engine(Settings(database_url=database_url)))
 
 
-async def test_due_emails_are_claimed_by_priority_then_age_and_never_past_the_cap(database_url: str) -> None:
+async def test_due_emails_are_claimed_by_priority_then_age_and_never_past_the_cap(
+    database_url: str, statement_sessions: async_sessionmaker[AsyncSession]
+) -> None:
     sessions = await _sessions(database_url)
     async with sessions.begin() as session:
         session.add_all(
@@ -55,23 +58,53 @@ async def test_due_emails_are_claimed_by_priority_then_age_and_never_past_the_ca
                 _email(5, status=EmailStatus.DISPATCHED),
             ]
         )
-    async with sessions.begin() as session:
+    # As the scheduler claims: in a statement session (autocommit on PostgreSQL).
+    async with statement_sessions.begin() as session:
         first = await schedule.claim_due(session, "no-attachment", cap=3, batch=10, now=utcnow())
     assert [c.publisher_message_id for c in first] == ["m1", "m3"]  # one slot is taken by m5
-    assert all(c.attempt == 1 for c in first)
-    async with sessions.begin() as session:
+    assert all(c.attempt == 1 and c.route == "no-attachment" for c in first)
+    async with statement_sessions.begin() as session:
         assert await schedule.claim_due(session, "no-attachment", cap=3, batch=10, now=utcnow()) == []
+    async with sessions.begin() as session:
         await session.execute(
             IncomingEmail.__table__.update()
             .where(IncomingEmail.publisher_message_id.in_(["m1", "m3", "m5"]))
             .values(status=EmailStatus.SENT)
         )
-    async with sessions.begin() as session:
+    async with statement_sessions.begin() as session:
         rest = await schedule.claim_due(session, "no-attachment", cap=3, batch=10, now=utcnow())
     assert [c.publisher_message_id for c in rest] == ["m2", "m0"]  # m4 is not due before send_at
     async with sessions() as session:
-        events = (await session.execute(select(EmailEvent.event))).scalars().all()
-    assert events.count("dispatched") == 4
+        rows = (await session.execute(select(IncomingEmail.publisher_message_id, IncomingEmail.status))).all()
+        events = (
+            await session.execute(select(EmailEvent.publisher_message_id, EmailEvent.event, EmailEvent.detail))
+        ).all()
+    assert {pmid for pmid, status in rows if status == EmailStatus.DISPATCHED} == {"m2", "m0"}
+    dispatched = sorted((pmid, detail) for pmid, event, detail in events if event == "dispatched")
+    assert dispatched == [(f"m{n}", {"route": "no-attachment", "attempt": 1}) for n in (0, 1, 2, 3)]
+    await sessions.kw["bind"].dispose()
+
+
+async def test_concurrent_claims_never_pass_the_cap(
+    database_url: str, statement_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Scheduler replicas claiming at once: each counts what is in flight after the others' claims."""
+    sessions = await _sessions(database_url)
+    async with sessions.begin() as session:
+        session.add_all([_email(n) for n in range(40)])
+
+    async def claim() -> list[schedule.Claimed]:
+        async with statement_sessions.begin() as session:
+            return await schedule.claim_due(session, "no-attachment", cap=7, batch=3, now=utcnow())
+
+    rounds = [await asyncio.gather(*(claim() for _ in range(12))) for _ in range(3)]
+
+    claimed = [c.publisher_message_id for claims in rounds for batch in claims for c in batch]
+    assert len(claimed) == 7
+    assert len(set(claimed)) == 7
+    async with sessions() as session:
+        in_flight = await session.scalar(select(func.count()).where(IncomingEmail.status == EmailStatus.DISPATCHED))
+    assert in_flight == 7
     await sessions.kw["bind"].dispose()
 
 

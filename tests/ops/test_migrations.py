@@ -14,7 +14,7 @@ import pipeline.db.limiter_models  # noqa: F401 - registers rate_leases on Base.
 from pipeline.db.migrate import alembic_config
 from pipeline.db.models import Base
 
-LIMITER_FUNCTIONS = {"mailpipe_limiter_grant", "mailpipe_limiter_release"}
+FUNCTIONS = {"mailpipe_claim_due", "mailpipe_limiter_grant", "mailpipe_limiter_release"}
 
 
 async def _schema(database_url: str) -> tuple[set[str], set[str]]:
@@ -43,7 +43,7 @@ async def test_migrations_go_down_to_base_and_up_again(database_url: str) -> Non
     assert await _schema(database_url) == at_head
     assert at_head[0] == set(Base.metadata.tables)
     postgres = database_url.startswith("postgresql")
-    assert at_head[1] == (LIMITER_FUNCTIONS if postgres else set())
+    assert at_head[1] == (FUNCTIONS if postgres else set())
 
 
 async def test_the_migrated_schema_is_what_the_models_declare(database_url: str) -> None:
