@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from bench import heavy, peers, scenarios
+from bench import graphcalls, heavy, peers, scenarios
 from bench.infra import RESULTS
 
 __all__ = ["SCENARIOS", "machine", "run_scenario"]
@@ -27,6 +27,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "backlog-memory": lambda db, o: heavy.backlog_memory(db, o["small"], o["emails"] or 10_000, window_s=o["window"]),
     "floor": lambda db, o: peers.floor(o["emails"] or 2000),
     "celery": lambda db, o: peers.celery(db, o["emails"] or 2000, o["mailboxes"] or 8),
+    "graph-calls": lambda db, o: graphcalls.graph_calls(o["emails"] or 1000),
 }
 
 
@@ -79,6 +80,8 @@ def _row(result: dict[str, Any]) -> list[tuple[str, str]]:
         "achieved_over_allowed",
         "http_429",
         "mb_per_s",
+        "calls_each",
+        "client_cpu_ms_per_email",
     )
     rows = [(k, str(result[k])) for k in keys if k in result]
     for name, figures in result.get("latency", {}).items():
@@ -86,7 +89,7 @@ def _row(result: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((name, f"p50 {figures['p50_ms']} / p95 {figures['p95_ms']} / p99 {figures['p99_ms']} ms"))
     rows.extend(
         (key, ", ".join(f"{k} {v}" for k, v in result[key].items()))
-        for key in ("cpu_s", "peak_rss_mb", "other_cpu_ms_per_email")
+        for key in ("client_cpu_ms_per_call", "cpu_s", "peak_rss_mb", "other_cpu_ms_per_email")
         if key in result
     )
     return rows

@@ -36,3 +36,15 @@ def test_throughput_smoke() -> None:
     assert result["emulator"]["duplicate_sends"] == 0
     assert {"mailpipe", "broker", "emulator"} <= result["cpu_s"].keys()
     assert elapsed < 60, f"the smoke run took {elapsed:.0f}s"
+
+
+@pytest.mark.timeout(60)
+def test_graph_calls_smoke() -> None:
+    document = run_scenario("graph-calls", "sqlite", write=False, emails=5)
+
+    runs = document["result"]["runs"]
+    assert runs.keys() == {"mailpipe (msgraph-sdk)", "plain httpx"}
+    for run in runs.values():
+        assert run["client_cpu_ms_per_call"].keys() == {"sendMail", "find in Sent Items", "$value"}
+        assert all(ms > 0 for ms in run["client_cpu_ms_per_call"].values())
+        assert run["other_cpu_ms_per_email"]["emulator"] > 0
