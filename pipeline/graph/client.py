@@ -18,6 +18,7 @@ What differs from ``GraphServiceClient(credential)``:
   was about a twelfth of the backup worker's CPU. The one expansion left goes through
   :func:`pipeline.graph.urls.expand_url`, with kiota's as the fallback.
 * **No URL replacement**: the middleware that rewrites ``/users/me-token-to-replace`` is off.
+* **A cheaper idle-connection check** in the connection pool (:mod:`pipeline.graph.transport`).
 
 A client is bound to the event loop its httpx client first ran on: build one per loop and
 close it with :meth:`MailpipeGraphClient.aclose` on that loop.
@@ -47,6 +48,7 @@ from msgraph_core import APIVersion, GraphClientFactory
 from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
 from pipeline.errors import ConfigError, GraphUnavailable
+from pipeline.graph.transport import install_readability_check
 from pipeline.graph.urls import expand_url
 from pipeline.settings import Settings
 
@@ -278,6 +280,7 @@ def build_graph_client(
     if http_client is None:
         owned = http_client = httpx.AsyncClient(timeout=timeout, http2=True)
     http_client.timeout = timeout
+    install_readability_check(http_client)  # before the middleware hides the transports' pools
     _install_middleware(http_client)
     adapter = _OnceExpandedAdapter(BaseBearerTokenAuthenticationProvider(provider), http_client)
     adapter.base_url = settings.graph_base_url.rstrip("/")

@@ -274,7 +274,7 @@ async def test_timeouts_come_from_settings(settings: Settings) -> None:
 def test_public_api_is_pinned() -> None:
     """Every name in pipeline.graph.__all__ exists, and every public name is listed."""
     public = {name for name in vars(package) if not name.startswith("_")}
-    modules = {"calls", "client", "drafts", "errors", "limits", "mailer", "message", "upload", "urls"}
+    modules = {"calls", "client", "drafts", "errors", "limits", "mailer", "message", "transport", "upload", "urls"}
     assert set(package.__all__) == public - modules
 
 

@@ -1,0 +1,67 @@
+"""pipeline.graph.transport: the pool's idle-connection check, against a real socket server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from pipeline.graph.transport import install_readability_check
+
+_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+
+
+class _ClosingServer:
+    """Answers one request per connection with keep-alive, then closes the connection itself."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(_RESPONSE)
+        await writer.drain()
+        writer.close()  # the server-side close an idle pooled connection must notice
+
+    async def __aenter__(self) -> _ClosingServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[_ClosingServer]:
+    async with _ClosingServer() as running:
+        yield running
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused(server: _ClosingServer) -> None:
+    async with httpx.AsyncClient() as client:
+        assert install_readability_check(client) == 1
+        assert (await client.get(server.url)).text == "ok"
+        await asyncio.sleep(0.2)  # the server has closed the pooled connection by now
+
+        # Reusing the closed connection would fail with "Server disconnected".
+        assert (await client.get(server.url)).text == "ok"
+
+    assert server.connections == 2
+
+
+async def test_installed_once_per_pool_and_never_on_a_foreign_transport() -> None:
+    async with httpx.AsyncClient(http2=True) as client:
+        assert install_readability_check(client) == 1
+        assert install_readability_check(client) == 0
+    mock = httpx.MockTransport(lambda request: httpx.Response(204))
+    async with httpx.AsyncClient(transport=mock) as client:
+        assert install_readability_check(client) == 0
