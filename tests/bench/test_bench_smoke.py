@@ -43,7 +43,11 @@ def test_graph_calls_smoke() -> None:
     document = run_scenario("graph-calls", "sqlite", write=False, emails=5)
 
     runs = document["result"]["runs"]
-    assert runs.keys() == {"mailpipe (msgraph-sdk)", "plain httpx"}
+    assert runs.keys() == {
+        f"{client}, {concurrency} at a time"
+        for client in ("mailpipe (msgraph-sdk)", "plain httpx")
+        for concurrency in (1, 16)
+    }
     for run in runs.values():
         assert run["client_cpu_ms_per_call"].keys() == {"sendMail", "find in Sent Items", "$value"}
         assert all(ms > 0 for ms in run["client_cpu_ms_per_call"].values())
