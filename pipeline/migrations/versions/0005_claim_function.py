@@ -9,7 +9,9 @@ called in autocommit:
 * a route with nothing due answers at once, without the lock;
 * the advisory lock serialises claims of one route across scheduler replicas, and the in-flight
   count is a statement after it: every statement in a PL/pgSQL function takes a fresh snapshot,
-  so the count sees every claim committed before the lock was ours, and the cap holds;
+  so the count sees every claim committed before the lock was ours, and the cap holds. The
+  caller passes the lock key older schedulers take in their own transaction, so old and new
+  replicas still exclude each other during a rolling upgrade;
 * the chosen rows (``FOR UPDATE SKIP LOCKED``, in the claim index's order) are marked
   ``dispatched`` with their ``dispatched`` events, and returned in that order.
 
