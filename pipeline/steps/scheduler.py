@@ -1,8 +1,10 @@
 """Scheduler: turns due rows into dispatches, under each pool's in-flight cap.
 
-It wakes on ``email.received``/``email.finished`` events and also polls every
-``scheduler_poll_interval_s``, so an email committed just before a crash (whose wake-up was
-lost) is still dispatched. Crash analysis: a dispatch is committed before it is published; if
+It wakes on ``email.received`` (something new may be due) and ``email.sent`` (a pool's
+in-flight slot was freed) events, and also polls every ``scheduler_poll_interval_s``, so an
+email committed just before a crash (whose wake-up was lost), a retry whose time has come and
+a slot freed by a failure are still dispatched. On PostgreSQL each route's claim is one
+statement (:func:`pipeline.db.schedule.claim_due`). Crash analysis: a dispatch is committed before it is published; if
 the process dies in between, the sweeper (:func:`pipeline.db.schedule.claim_stuck`) publishes
 it again after ``dispatch_timeout_s`` with a new attempt number. A duplicate dispatch message
 is harmless: the worker drops any dispatch whose attempt is not the email's current one.
