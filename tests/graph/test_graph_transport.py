@@ -47,7 +47,7 @@ async def server() -> AsyncIterator[_ClosingServer]:
 
 
 async def test_a_connection_the_server_closed_while_idle_is_not_reused(server: _ClosingServer) -> None:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(trust_env=False) as client:
         assert install_readability_check(client) == 1
         assert (await client.get(server.url)).text == "ok"
         await asyncio.sleep(0.2)  # the server has closed the pooled connection by now
@@ -59,7 +59,8 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused(server: _
 
 
 async def test_installed_once_per_pool_and_never_on_a_foreign_transport() -> None:
-    async with httpx.AsyncClient(http2=True) as client:
+    # trust_env off: a proxy set in the environment would add a pool of its own.
+    async with httpx.AsyncClient(http2=True, trust_env=False) as client:
         assert install_readability_check(client) == 1
         assert install_readability_check(client) == 0
     mock = httpx.MockTransport(lambda request: httpx.Response(204))
