@@ -8,6 +8,7 @@ ones inline, large ones through an upload session), then sent
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -32,6 +33,17 @@ from pipeline.graph.upload import (
 )
 
 __all__ = ["AttachmentInfo", "DraftCalls", "DraftRef"]
+
+
+async def _once(chunk: bytes) -> AsyncIterator[bytes]:
+    """``chunk`` as a request body that lets go of it once sent.
+
+    An httpx response and its request form a reference cycle, so a request whose content is
+    the bytes keeps them alive until the cyclic garbage collector runs: with 3.2 MB chunks
+    the attachment worker held about 17 of them, 57 MB for one 100 MB file (2026-12-05).
+    A generator's frame, and the chunk in it, is freed as soon as the body has been sent.
+    """
+    yield chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +166,12 @@ class DraftCalls(GraphCalls):
         headers = {
             "Content-Range": content_range(offset, len(chunk), total),
             "Content-Type": "application/octet-stream",
+            # Stated, so httpx sends the streamed body below with a length, not chunked.
+            "Content-Length": str(len(chunk)),
         }
 
         async def put() -> UploadProgress:
-            response = await self._upload_http.put(upload_url, content=chunk, headers=headers)
+            response = await self._upload_http.put(upload_url, content=_once(chunk), headers=headers)
             return progress_from_response(response, end=offset + len(chunk), total=total, mailbox=mailbox)
 
         progress = await self._upload_call(mailbox, "upload chunk", put)

@@ -105,7 +105,10 @@ async def test_a_100_mb_attachment_is_streamed_not_held_in_memory(
         f"growth {growth_mb:.1f} MiB for a {size // 2**20} MiB file"
     )
     assert done
-    assert growth_mb < 64
+    # A few 3.2 MB chunks at once (the download buffer, the chunk being sent, the socket's
+    # buffer) and the allocator's slack: 12-18 MiB measured. Requests that kept their chunk
+    # until the cyclic garbage collector ran held about 17 chunks: 57-68 MiB.
+    assert growth_mb < 32
 
 
 async def _status(ctx: Any, key: str, status: str) -> bool:
