@@ -21,6 +21,7 @@ from pipeline.context import AppContext
 from pipeline.crypto import load_keyring
 from pipeline.db.engine import server_warnings
 from pipeline.db.migrate import upgrade
+from pipeline.eventloop import running_loop_name
 from pipeline.graph import GraphMailer, build_graph_client
 from pipeline.limiter import build_limiter
 from pipeline.messaging import declare_topology
@@ -81,7 +82,7 @@ class RoleServices:
         # Bound last here, still before any consumer runs: a taken port fails the start.
         ctx.http_server = HealthServer(ctx)
         ctx.http_server.bind()
-        log.info("roles ready", roles=list(self._roles), worker=ctx.worker_name)
+        log.info("roles ready", roles=list(self._roles), worker=ctx.worker_name, event_loop=running_loop_name())
 
     async def after_start(self) -> None:
         ctx = self._ctx

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
+from pipeline.eventloop import EventLoopChoice
 
 __all__ = ["ROLES", "RetryStep", "Role", "Settings", "load_settings"]
 
@@ -112,6 +113,10 @@ class Settings(BaseSettings):
     global_rate_per_s: float = Field(default=2000.0, gt=0)
     global_burst: int = Field(default=200, ge=1)
     limiter_refresh_s: float = Field(default=2.0, gt=0)
+
+    # --- process -----------------------------------------------------------------------------
+    #: ``auto`` runs the roles on uvloop where installed, else asyncio's loop (pipeline.eventloop).
+    event_loop: EventLoopChoice = "auto"
 
     # --- observability -----------------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = "auto"

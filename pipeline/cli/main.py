@@ -6,7 +6,6 @@ with status 2; they never print a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
@@ -53,6 +52,7 @@ def run(
 ) -> None:
     """Run mailpipe's consumers (all roles in one process unless --role picks some)."""
     from pipeline.app import create_app  # noqa: PLC0415 - keeps `mailpipe --help` fast
+    from pipeline.eventloop import run as run_on_loop  # noqa: PLC0415
     from pipeline.observability.logs import configure_logging  # noqa: PLC0415
 
     chosen = role or list(ROLES)
@@ -64,7 +64,7 @@ def run(
     roles: list[Role] = [r for r in ROLES if r in chosen]
     try:
         application, _ = create_app(settings, roles)
-        asyncio.run(application.run())
+        run_on_loop(application.run, settings.event_loop)
     except ConfigError as exc:
         raise fail(str(exc)) from exc
 
