@@ -20,9 +20,10 @@ WORKDIR /src
 # README* matches nothing harmlessly if the file is absent (pyproject names it as the long description).
 COPY pyproject.toml README* ./
 COPY pipeline ./pipeline
-RUN python -m pip wheel --wheel-dir /wheels . \
+# With the uvloop extra, so MAILPIPE_EVENT_LOOP=uvloop needs no other image.
+RUN python -m pip wheel --wheel-dir /wheels '.[uvloop]' \
  && python -m venv /opt/mailpipe \
- && /opt/mailpipe/bin/pip install --no-index --find-links /wheels mailpipe \
+ && /opt/mailpipe/bin/pip install --no-index --find-links /wheels 'mailpipe[uvloop]' \
  && /opt/mailpipe/bin/mailpipe --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime

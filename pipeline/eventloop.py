@@ -1,18 +1,16 @@
 """The event loop ``mailpipe run`` runs its roles on (``MAILPIPE_EVENT_LOOP``).
 
-``auto`` (the default) picks uvloop where it is installed: it is a dependency on every platform
-but Windows. ``uvloop`` insists on it and stops the start with a :class:`ConfigError` when it is
-missing; ``asyncio`` keeps the standard library's loop (for asyncio's debug mode, or to rule the
-loop out while chasing a bug).
+``asyncio`` (the default) is the standard library's loop. ``uvloop`` runs the roles on libuv;
+it needs ``pip install 'mailpipe[uvloop]'`` (not built for Windows), and without it the start
+stops with a :class:`ConfigError`.
 
-Why uvloop: a role's own work per email is small, so much of its CPU is the loop's handling of
-sockets to RabbitMQ, the database and Graph. On the 2,000-email PostgreSQL throughput benchmark
-(two back-to-back pairs, 2026-12-05) uvloop cut mailpipe's CPU per email from 19.6 to
-17.8-18.7 ms and raised the backed-up rate by 7-8 % (bench/README.md). Every library mailpipe
-uses (aio-pika, asyncpg, aiosqlite, httpx/anyio, uvicorn) supports it.
-
-The tests run in-process on the standard loop, and the role processes they start run on uvloop,
-so both loops carry the whole pipeline in CI.
+Why uvloop is not the default (measured 2026-12-05, bench/README.md): draining a backlog of
+2,000 emails on PostgreSQL, two back-to-back pairs, it cut mailpipe's CPU per email from 19.6
+to 17.8-18.7 ms and raised the backed-up rate by 7-8 %. At a steady 50 emails/s it showed no
+such gain (19.5-22.6 ms against 19.0-21.4), and the p99 from publish to sent was spread wider
+(318 ms to 2.7 s over four runs, against 225-590 ms on asyncio's loop in the runs alternating
+with them). A backlog is the exception and a trickle the usual case, so uvloop is there for
+operators who measure their own load. Every library mailpipe uses supports it.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from pipeline.errors import ConfigError
 
 __all__ = ["EventLoopChoice", "loop_factory", "run", "running_loop_name"]
 
-EventLoopChoice = Literal["auto", "uvloop", "asyncio"]
+EventLoopChoice = Literal["asyncio", "uvloop"]
 T = TypeVar("T")
 
 
@@ -40,12 +38,10 @@ def loop_factory(choice: EventLoopChoice) -> Callable[[], asyncio.AbstractEventL
     try:
         uvloop = importlib.import_module("uvloop")
     except ImportError as exc:
-        if choice == "uvloop":
-            raise ConfigError(
-                "MAILPIPE_EVENT_LOOP=uvloop but uvloop is not installed (pip install uvloop), "
-                "or set MAILPIPE_EVENT_LOOP=asyncio"
-            ) from exc
-        return None
+        raise ConfigError(
+            "MAILPIPE_EVENT_LOOP=uvloop but uvloop is not installed: pip install 'mailpipe[uvloop]', "
+            "or set MAILPIPE_EVENT_LOOP=asyncio"
+        ) from exc
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
 

@@ -115,8 +115,8 @@ class Settings(BaseSettings):
     limiter_refresh_s: float = Field(default=2.0, gt=0)
 
     # --- process -----------------------------------------------------------------------------
-    #: ``auto`` runs the roles on uvloop where installed, else asyncio's loop (pipeline.eventloop).
-    event_loop: EventLoopChoice = "auto"
+    #: ``uvloop`` (with ``mailpipe[uvloop]`` installed) or asyncio's loop; see pipeline.eventloop.
+    event_loop: EventLoopChoice = "asyncio"
 
     # --- observability -----------------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = "auto"

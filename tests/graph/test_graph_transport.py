@@ -92,7 +92,7 @@ async def test_a_connection_still_open_is_reused() -> None:
 
 
 def test_the_check_also_holds_on_uvloop() -> None:
-    # The roles run on uvloop (pipeline.eventloop), whose transports hand out their own socket objects.
+    # Roles may run on uvloop (MAILPIPE_EVENT_LOOP), whose transports hand out their own socket objects.
     async def scenario() -> None:
         async with _ClosingServer() as closing:
             await test_a_connection_the_server_closed_while_idle_is_not_reused(closing)
