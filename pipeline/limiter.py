@@ -23,7 +23,7 @@ adds waiting without saving a transaction, or hands out tokens it was never gran
 the shared limit as soon as two processes do it. Holding granted tokens and leases for a short
 while and reusing them would save transactions. It would also make ``mailpipe limits set`` and
 pauses slower to take effect and favour the busiest process, so it waits for its own tests
-(bench/README.md, "What would close it").
+(bench/README.md, "What would close it", item 1).
 
 Fairness: a process that frees a lease waits a random part of the poll interval before
 granting again, instead of winning every race against processes that can only poll; so no

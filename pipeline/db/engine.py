@@ -89,7 +89,7 @@ def autovacuum_warning(setting: str) -> str | None:
     return (
         "PostgreSQL runs with autovacuum off: every email leaves several dead row versions in "
         "incoming_emails, and without vacuum the scheduler's claims and in-flight counts slow "
-        "down as they pile up (bench/README.md measured 20 ms per claim after 20,000 emails). "
+        "down as they pile up (bench/HISTORY.md measured 20 ms per claim after 20,000 emails). "
         "Turn autovacuum on, or VACUUM mailpipe's tables regularly."
     )
 
