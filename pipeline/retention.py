@@ -32,7 +32,7 @@ from sqlalchemy import Select, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from pipeline.db.errors import store_errors
-from pipeline.db.models import EmailBackup, EmailEvent, EmailStatus, IncomingEmail
+from pipeline.db.models import EmailBackup, EmailBackupPart, EmailEvent, EmailStatus, IncomingEmail
 from pipeline.db.types import utcnow
 from pipeline.errors import TransientError
 from pipeline.settings import Settings
@@ -105,6 +105,8 @@ async def _in_batches(
 
 
 async def _delete_backups(session: AsyncSession, ids: list[int]) -> None:
+    # The foreign key cascades too, but only where SQLite's foreign_keys pragma is on.
+    await session.execute(delete(EmailBackupPart).where(EmailBackupPart.backup_id.in_(ids)))
     await session.execute(delete(EmailBackup).where(EmailBackup.id.in_(ids)))
 
 

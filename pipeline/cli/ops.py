@@ -87,8 +87,12 @@ def backup_get(
     ident: Annotated[str, typer.Argument(help="The email's incoming_email_id or the Graph message id.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the .eml file.")],
 ) -> None:
-    """Decrypt (checking its authentication tag), decompress and write one backup as .eml."""
-    from pipeline.backups import find_backup, open_backup  # noqa: PLC0415
+    """Decrypt (checking its authentication tag), decompress and write one backup as .eml.
+
+    The MIME is written to ``OUT.partial`` piece by piece and renamed to ``OUT`` only once the
+    tag and the checksum have been checked; on failure nothing is left at ``OUT``.
+    """
+    from pipeline.backups import find_backup, read_backup  # noqa: PLC0415
     from pipeline.crypto import load_keyring  # noqa: PLC0415
     from pipeline.errors import ConfigError, MailpipeError  # noqa: PLC0415
 
@@ -100,14 +104,18 @@ def backup_get(
     row = _run(settings, lambda sessions: find_backup(sessions, ident))
     if row is None:
         raise _fail(f"no backup for {ident!r}", 1)
+    partial = out.with_name(out.name + ".partial")
     try:
-        mime = open_backup(row, keyring)
-    except ConfigError as exc:
-        raise _fail(str(exc), 2) from exc
-    except MailpipeError as exc:
+        with partial.open("wb") as file:
+            size = _run(settings, lambda sessions: read_backup(sessions, row, keyring, file.write))
+        partial.replace(out)
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc}", 1) from exc
+    except MailpipeError as exc:  # what _run does not turn into an exit itself: tampered, corrupt
         raise _fail(f"{exc} (the stored backup was altered or belongs to another row)", 1) from exc
-    out.write_bytes(mime)
-    typer.echo(f"wrote {len(mime)} bytes to {out}")
+    finally:
+        partial.unlink(missing_ok=True)  # gone already when renamed
+    typer.echo(f"wrote {size} bytes to {out}")
 
 
 def retention_run(

@@ -41,6 +41,7 @@ __all__ = [
     "Base",
     "DeadLetter",
     "EmailBackup",
+    "EmailBackupPart",
     "EmailEvent",
     "EmailStatus",
     "FileUpload",
@@ -201,6 +202,24 @@ class EmailBackup(Base):
     encryption: Mapped[str] = mapped_column(String(16), default="none")
     key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: 0: the blob is ``compressed_blob``. N: ``compressed_blob`` is empty and the blob is the
+    #: concatenation of this backup's N ``email_backup_parts`` rows, in ``seq`` order.
+    parts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+
+class EmailBackupPart(Base):
+    """One piece of a backup too large to store in its row (see :mod:`pipeline.archive`)."""
+
+    __tablename__ = "email_backup_parts"
+
+    backup_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("email_backups.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    #: 0, 1, ... N - 1.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class DeadLetter(Base):

@@ -18,6 +18,7 @@ from sqlalchemy.sql.selectable import TextualSelect
 from pipeline.db.models import Base
 
 __all__ = [
+    "email_backup_parts",
     "email_backups",
     "email_events",
     "incoming_emails",
@@ -30,6 +31,7 @@ incoming_emails: Table = Base.metadata.tables["incoming_emails"]
 email_events: Table = Base.metadata.tables["email_events"]
 sent_emails: Table = Base.metadata.tables["sent_emails"]
 email_backups: Table = Base.metadata.tables["email_backups"]
+email_backup_parts: Table = Base.metadata.tables["email_backup_parts"]
 worker_receipts: Table = Base.metadata.tables["worker_receipts"]
 
 

@@ -11,6 +11,7 @@ the caller must then look for it (:meth:`GraphMailer.find_by_correlation`) befor
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,7 +22,9 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from pipeline.errors import GraphRejected
 from pipeline.graph._sdk import FolderMessagesRequestBuilder, MessageItemRequestBuilder
+from pipeline.graph.client import StreamingAdapter
 from pipeline.graph.drafts import AttachmentInfo, DraftCalls, DraftRef
+from pipeline.graph.errors import error_from_response
 from pipeline.graph.message import PROP_ID, OutgoingMessage, send_mail_json
 
 __all__ = ["AttachmentInfo", "DraftRef", "GraphMailer", "MessageInfo", "correlation_filter"]
@@ -130,10 +133,37 @@ class GraphMailer(DraftCalls):
                 return MessageInfo(item["id"], item.get("internetMessageId"), bool(item.get("isDraft")))
         return None
 
+    async def copy_mime(self, mailbox: str, message_id: str, write: Callable[[bytes], object]) -> int:
+        """Hand the raw MIME of a message (``GET .../messages/{id}/$value``) to ``write`` in
+        pieces as it arrives; return its size in bytes.
+
+        Memory stays at about one piece whatever the message's size. When this raises,
+        ``write`` may have had part of the message: the caller must discard it.
+        """
+        adapter = self._graph.request_adapter
+        if not isinstance(adapter, StreamingAdapter):
+            raise TypeError("copy_mime needs a client from pipeline.graph.build_graph_client")
+        request = self._message(mailbox, message_id).content.to_get_request_information()
+        operation = "get MIME"
+
+        async def call() -> int:
+            async with adapter.stream(request) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise error_from_response(response, mailbox=mailbox, operation=operation)
+                size = 0
+                async for piece in response.aiter_bytes():
+                    write(piece)
+                    size += len(piece)
+                return size
+
+        return await self._call(mailbox, operation, call)
+
     async def get_mime(self, mailbox: str, message_id: str) -> bytes:
-        """Return the raw MIME of a message (``GET .../messages/{id}/$value``)."""
-        content = self._message(mailbox, message_id).content
-        return await self._call(mailbox, "get MIME", content.get) or b""
+        """Return the raw MIME of a message whole (:meth:`copy_mime` for one of any size)."""
+        pieces: list[bytes] = []
+        await self.copy_mime(mailbox, message_id, pieces.append)
+        return b"".join(pieces)
 
     async def delete_message(self, mailbox: str, message_id: str) -> None:
         """Delete a message (moves it to Deleted Items); a message already gone (404) is fine."""

@@ -5,15 +5,21 @@ and may appear seconds after the send, so it is found by correlation key; "not t
 the backup for a short retry instead of holding the consumer. ``email_backups.graph_message_id``
 is unique, so a redelivered or re-dispatched backup stores nothing twice.
 
-Crash analysis: killed before the insert commits -> the redelivery does it all again (reads are
-idempotent); after the commit, before ``backed_up`` -> the insert is skipped on conflict and the
-status is set; after, before the ack -> the redelivery sees ``backed_up`` and acks.
+The MIME is streamed from Graph through gzip and the seal into a spool
+(:mod:`pipeline.archive`), so the worker's memory does not grow with the message; the database
+transaction starts once the message is whole. A backup of up to 1 MiB is stored with its status
+and event in one statement (PostgreSQL) as before; a larger one in one transaction with its parts.
+
+Crash analysis: killed before the store commits -> the redelivery does it all again (reads are
+idempotent; the spool, an unnamed temporary file, goes with the process); the backup row, its
+parts, the status and the event commit together, so no backup is left without its parts or
+marked ``backed_up`` without its row. After the commit, before the ack -> the redelivery sees
+``backed_up`` and acks. A backup stored by an earlier attempt is skipped on conflict (its parts
+with it) and the status set.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import uuid
 
 import structlog
@@ -21,8 +27,9 @@ from faststream.rabbit import RabbitMessage
 from pydantic import ValidationError
 from sqlalchemy import bindparam, select, update
 
+from pipeline.archive import Archive, ArchiveWriter
+from pipeline.backups import backup_context, store_parts
 from pipeline.context import AppContext
-from pipeline.crypto import AES_GCM
 from pipeline.db import sending
 from pipeline.db.chain import WriteChain, prefixed
 from pipeline.db.errors import store_errors
@@ -52,7 +59,7 @@ from pipeline.outcome import Action, decide
 from pipeline.retry import retry_policy
 from pipeline.topology import DISPATCH
 
-__all__ = ["compress", "handle_backup", "process_backup"]
+__all__ = ["handle_backup", "process_backup"]
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +76,7 @@ _INSERT_BACKUP = insert_ignoring_conflicts(
         "encryption",
         "key_id",
         "created_at",
+        "parts",
     ],
     conflict=["graph_message_id"],
     returning="id",
@@ -92,11 +100,9 @@ _LOCATED = (
 #: The backup, the email's new status and the event; with the located id when it was looked up.
 _STORE = WriteChain(_INSERT_BACKUP, _BACKED_UP, EVENT_WRITE)
 _STORE_LOCATED = WriteChain(_LOCATED, _INSERT_BACKUP, _BACKED_UP, EVENT_WRITE)
-
-
-def compress(mime: bytes) -> bytes:
-    # mtime=0 keeps the blob a pure function of the MIME, so re-running a backup is byte-identical.
-    return gzip.compress(mime, compresslevel=6, mtime=0)
+#: After a backup stored in parts: the status and the event, with the located id if looked up.
+_FINISH = WriteChain(_BACKED_UP, EVENT_WRITE)
+_FINISH_LOCATED = WriteChain(_LOCATED, _BACKED_UP, EVENT_WRITE)
 
 
 async def _load(ctx: AppContext, email_id: uuid.UUID) -> tuple[IncomingEmail, SentEmail] | None:
@@ -111,20 +117,22 @@ async def _load(ctx: AppContext, email_id: uuid.UUID) -> tuple[IncomingEmail, Se
     return (row[0], row[1]) if row is not None else None
 
 
+async def _archive(ctx: AppContext, email: IncomingEmail, located: MessageInfo) -> Archive:
+    """Fetch the MIME of the sent copy into an archive, a piece at a time."""
+    writer = ArchiveWriter(ctx.keyring, backup_context(located.id))
+    try:
+        await ctx.require_mailer().copy_mime(email.mailbox, located.id, writer.write)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish()
+
+
 async def _store(
-    ctx: AppContext,
-    email: IncomingEmail,
-    sent: SentEmail,
-    located: MessageInfo,
-    mime: bytes,
+    ctx: AppContext, email: IncomingEmail, sent: SentEmail, located: MessageInfo, archive: Archive
 ) -> None:
     graph_message_id = located.id
-    blob = compress(mime)
-    encryption, key_id = "none", None
-    keyring = ctx.keyring
-    if keyring is not None:
-        blob, key_id = keyring.seal(blob, f"mailpipe-backup:{graph_message_id}")
-        encryption = AES_GCM
+    blob = archive.blob
     now = utcnow()
     params = {
         "sent_id": sent.id,
@@ -133,32 +141,41 @@ async def _store(
             "backup_",
             incoming_email_id=email.id,
             graph_message_id=graph_message_id,
-            compressed_blob=blob,
+            compressed_blob=b"" if blob.parts else blob.inline(),
             compression="gzip",
-            size=len(mime),
-            checksum=hashlib.sha256(mime).hexdigest(),
-            encryption=encryption,
-            key_id=key_id,
+            size=archive.size,
+            checksum=archive.checksum,
+            encryption=blob.encryption,
+            key_id=blob.key_id,
             created_at=now,
+            parts=blob.parts,
         ),
         **event_params(
             "backed_up",
             email_id=email.id,
             publisher_message_id=email.publisher_message_id,
             graph_message_id=graph_message_id,
-            size=len(mime),
-            compressed=len(blob),
+            size=archive.size,
+            compressed=blob.size,
         ),
     }
-    async with store_errors("backup store"), ctx.statement_sessions.begin() as session:
-        await (_STORE_LOCATED if sent.graph_message_id is None else _STORE).run(session, params)
+    looked_up = sent.graph_message_id is None
+    if not blob.parts:
+        async with store_errors("backup store"), ctx.statement_sessions.begin() as session:
+            await (_STORE_LOCATED if looked_up else _STORE).run(session, params)
+    else:
+        async with store_errors("backup store"), ctx.sessions.begin() as session:
+            backup_id = (await session.execute(_INSERT_BACKUP, params)).scalar_one_or_none()
+            if backup_id is not None:  # None: an earlier attempt stored it, parts and all
+                await store_parts(session, backup_id, blob)
+            await (_FINISH_LOCATED if looked_up else _FINISH).run(session, params)
     await ctx.bus.lifecycle(
         "backed-up",
         email.publisher_message_id,
         email.id,
         now,
         graph_message_id=graph_message_id,
-        size=len(mime),
+        size=archive.size,
     )
 
 
@@ -190,8 +207,9 @@ async def process_backup(ctx: AppContext, request: BackupRequest) -> str:
     try:
         located = await _locate(ctx, email, sent)
         bind_ids(graph_message_id=located.id)
-        mime = await ctx.require_mailer().get_mime(email.mailbox, located.id)
-        await _store(ctx, email, sent, located, mime)
+        archive = await _archive(ctx, email, located)
+        with archive.blob:
+            await _store(ctx, email, sent, located, archive)
         note_stage(ctx, "sent_to_backed_up", sent.sent_at)
     except (StoreUnavailable, BrokerUnavailable):
         raise

@@ -605,7 +605,7 @@ def check_deployments(docs: list[dict[str, Any]], values: dict[str, Any]) -> Non
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
-        assert "emptyDir" in volumes["tmp"]
+        assert volumes["tmp"]["emptyDir"] == {"sizeLimit": role_values.get("tmpSizeLimit", values["tmpSizeLimit"])}
         assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
         # the ConfigMap is read whole, and a change to it rolls the pods
         assert c["envFrom"] == [{"configMapRef": {"name": of_kind(docs, "ConfigMap")[0]["metadata"]["name"]}}]

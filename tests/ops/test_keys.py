@@ -8,13 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from pipeline.backups import open_backup
+from pipeline.archive import PART_BYTES
+from pipeline.backups import open_backup, read_backup
 from pipeline.crypto import AES_GCM, parse_keys
 from pipeline.db.engine import create_sessionmaker
-from pipeline.db.models import EmailBackup, IncomingEmail
+from pipeline.db.models import EmailBackup, EmailBackupPart, IncomingEmail
 from tests.ops.cli import add_backup, invoke, key, keys_env, mime
 from tests.support import EMULATOR_TOKEN, Publisher, pipeline_settings, running, sample_email, wait_until
 
@@ -59,6 +60,69 @@ async def test_rotation_reseals_every_backup_and_the_old_key_can_then_be_dropped
     )
     assert got.exit_code == 0, got.output
     assert out.read_bytes() == mime(6)
+
+
+async def test_rotation_reseals_backups_stored_in_parts_and_replaces_their_parts(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    padding = 3 * PART_BYTES  # base64 of random bytes: gzip leaves about 2.3 MiB, 3 parts
+    sealed = await add_backup(sessions, 1, parse_keys(keys_env(OLD)), padding=padding)
+    plain = await add_backup(sessions, 2, None, padding=padding)
+    env = {"MAILPIPE_DATABASE_URL": database_url, "MAILPIPE_ENCRYPTION_KEYS": keys_env(NEW, OLD)}
+    result = await invoke(["keys", "rotate"], env)
+    assert result.exit_code == 0, result.output
+    assert "re-encrypted 2 backup(s)" in result.output
+
+    new_only = parse_keys(keys_env(NEW))
+    async with sessions() as session:
+        rows = (await session.execute(select(EmailBackup).order_by(EmailBackup.id))).scalars().all()
+        part_rows = await session.scalar(select(func.count()).select_from(EmailBackupPart))
+    assert [row.id for row in rows] == [sealed, plain]
+    for n, row in zip((1, 2), rows, strict=True):
+        assert (row.encryption, row.key_id, row.compressed_blob) == (AES_GCM, "k2026", b"")
+        pieces: list[bytes] = []
+        assert await read_backup(sessions, row, new_only, pieces.append) == len(mime(n, padding))
+        assert b"".join(pieces) == mime(n, padding)
+    assert all(row.parts >= 2 for row in rows)
+    assert part_rows == sum(row.parts for row in rows)  # the old parts are gone
+
+    out = tmp_path / "one.eml"
+    got = await invoke(
+        ["backup", "get", "AAMk-test-1", "--out", str(out)],
+        {"MAILPIPE_DATABASE_URL": database_url, "MAILPIPE_ENCRYPTION_KEYS": keys_env(NEW)},
+    )
+    assert got.exit_code == 0, got.output
+    assert out.read_bytes() == mime(1, padding)
+
+
+async def test_backup_get_refuses_a_backup_with_a_part_altered_or_missing_and_leaves_no_file(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    ring = parse_keys(keys_env(NEW))
+    altered = await add_backup(sessions, 1, ring, padding=2 * PART_BYTES)
+    cut = await add_backup(sessions, 2, ring, padding=2 * PART_BYTES)
+    async with sessions.begin() as session:
+        part = (
+            await session.execute(
+                select(EmailBackupPart).where(EmailBackupPart.backup_id == altered, EmailBackupPart.seq == 1)
+            )
+        ).scalar_one()
+        part.data = part.data[:99] + bytes([part.data[99] ^ 0x01]) + part.data[100:]
+        parts = await session.scalar(select(EmailBackup.parts).where(EmailBackup.id == cut))
+        assert parts is not None
+        assert parts >= 2
+        await session.execute(
+            delete(EmailBackupPart).where(EmailBackupPart.backup_id == cut, EmailBackupPart.seq == parts - 1)
+        )
+    env = {"MAILPIPE_DATABASE_URL": database_url, "MAILPIPE_ENCRYPTION_KEYS": keys_env(NEW)}
+    outputs = tmp_path / "out"
+    outputs.mkdir()
+    missing = f"missing part {parts - 1} of {parts}"
+    for ident, why in (("AAMk-test-1", "authentication failed"), ("AAMk-test-2", missing)):
+        result = await invoke(["backup", "get", ident, "--out", str(outputs / f"{ident}.eml")], env)
+        assert result.exit_code == 1, result.output
+        assert why in result.output
+        assert list(outputs.iterdir()) == []  # neither the .eml nor its .partial
 
 
 async def test_rotation_reports_rows_it_cannot_open_and_exits_non_zero(

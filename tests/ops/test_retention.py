@@ -9,17 +9,18 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from pipeline.archive import PART_BYTES
 from pipeline.db.engine import create_sessionmaker, create_statement_sessionmaker
-from pipeline.db.models import EmailBackup, EmailEvent, EmailStatus, IncomingEmail
+from pipeline.db.models import EmailBackup, EmailBackupPart, EmailEvent, EmailStatus, IncomingEmail
 from pipeline.db.types import utcnow
 from pipeline.messages import SendEmail
 from pipeline.retention import PAYLOAD_MARKER
 from pipeline.settings import Settings
 from pipeline.steps.ingest import store_email
-from tests.ops.cli import invoke
+from tests.ops.cli import add_backup, invoke
 from tests.support import running, sample_email, wait_until
 
 
@@ -130,6 +131,23 @@ async def test_retention_clears_and_deletes_what_is_old_in_batches(
     stored = await store_email(ctx, SendEmail.model_validate(sample_email(1)), sample_email(1))  # type: ignore[arg-type]
     assert stored.created is False
     assert stored.id == emails["msg-1"].id
+
+
+async def test_an_old_backup_stored_in_parts_goes_with_its_parts(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    old = await add_backup(sessions, 1, None, padding=2 * PART_BYTES)
+    recent = await add_backup(sessions, 2, None, padding=2 * PART_BYTES)
+    async with sessions.begin() as session:
+        await session.execute(update(EmailBackup).where(EmailBackup.id == old).values(created_at=days_ago(400)))
+    done = await invoke(["retention", "run"], {"MAILPIPE_DATABASE_URL": database_url})
+    assert done.output.startswith("1 backup(s) were deleted"), done.output
+    async with sessions() as session:
+        owners = set((await session.execute(select(EmailBackupPart.backup_id))).scalars())
+        kept = await session.scalar(select(EmailBackup.parts).where(EmailBackup.id == recent))
+        count = await session.scalar(select(func.count()).select_from(EmailBackupPart))
+    assert owners == {recent}
+    assert count == kept
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -52,3 +52,47 @@ def test_the_first_key_seals_and_older_keys_still_open() -> None:
 def test_bad_key_configuration_names_the_setting(bad: str) -> None:
     with pytest.raises(ConfigError, match="MAILPIPE_ENCRYPTION_KEYS"):
         parse_keys(bad)
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 7, 12, 16, 29, 4096, 1 << 20])
+def test_a_blob_sealed_whole_opens_in_pieces_of_any_size(piece_bytes: int) -> None:
+    keys = parse_keys(ring("k1"))
+    plaintext = os.urandom(10_000)
+    blob, key_id = keys.seal(plaintext, "ctx")
+    opener = keys.opener(key_id, "ctx")
+    opened = b"".join(opener.update(blob[at : at + piece_bytes]) for at in range(0, len(blob), piece_bytes))
+    assert opened + opener.finish() == plaintext
+
+
+def test_a_blob_sealed_in_pieces_opens_whole() -> None:
+    keys = parse_keys(ring("k1"))
+    plaintext = os.urandom(10_000)
+    sealer = keys.sealer("ctx")
+    blob = sealer.update(plaintext[:3]) + sealer.update(b"") + sealer.update(plaintext[3:]) + sealer.finish()
+    assert keys.open(blob, "k1", "ctx") == plaintext
+    empty = keys.sealer("ctx")
+    assert keys.open(empty.finish(), "k1", "ctx") == b""
+
+
+@pytest.mark.parametrize("damage", ["flip a ciphertext bit", "flip a tag bit", "cut the tag", "wrong context"])
+def test_opening_in_pieces_detects_tampering_at_the_end(damage: str) -> None:
+    keys = parse_keys(ring("k1"))
+    blob, _ = keys.seal(os.urandom(1000), "ctx")
+    altered, context = bytearray(blob), "ctx"
+    if damage == "flip a ciphertext bit":
+        altered[100] ^= 0x01
+    elif damage == "flip a tag bit":
+        altered[-1] ^= 0x80
+    elif damage == "cut the tag":
+        altered = altered[:-16]
+    else:
+        context = "other row"
+    opener = keys.opener("k1", context)
+    opener.update(bytes(altered))
+    with pytest.raises(TamperedBlob):
+        opener.finish()
+
+
+def test_opening_with_a_key_that_is_not_configured_names_it() -> None:
+    with pytest.raises(ConfigError, match="'k9' is not configured"):
+        parse_keys(ring("k1")).opener("k9", "ctx")

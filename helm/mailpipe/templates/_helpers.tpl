@@ -218,8 +218,9 @@ certificate as a file. Call with (dict "root" $ "secretName" <Secret name>).
         path: keys
 {{- end -}}
 
+{{- /* The /tmp emptyDir; the argument is its size cap. */ -}}
 {{- define "mailpipe.tmpVolume" -}}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .Values.tmpSizeLimit }}
+    sizeLimit: {{ . }}
 {{- end -}}
