@@ -8,7 +8,8 @@ backup worker about one piece of memory, not several copies of the message:
 * up to :data:`PART_BYTES` stored bytes the archive stays in memory and is stored in the
   ``email_backups`` row itself (``parts = 0``), as every backup always was;
 * beyond that it is spooled to an anonymous temporary file (``TMPDIR``, ``/tmp`` in the Helm
-  chart; gone with the process if it dies) and stored as ``email_backup_parts`` rows of
+  chart; gone with the process if it dies; a full disk raises :class:`~pipeline.errors.SpoolUnavailable`, retried
+  like any transient error) and stored as ``email_backup_parts`` rows of
   :data:`PART_BYTES` each, whose concatenation is the blob; the ``email_backups`` row then holds
   an empty blob and ``parts = N``.
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from pipeline.crypto import AES_GCM, BlobSealer, KeyRing
+from pipeline.errors import SpoolUnavailable
 
 __all__ = ["PART_BYTES", "Archive", "ArchiveWriter", "StoredBlob"]
 
@@ -93,7 +95,11 @@ class StoredBlob:
         self.close()
 
     def _put(self, stored: bytes) -> None:
-        self._spool.write(stored)
+        try:
+            self._spool.write(stored)
+        except OSError as exc:  # the spool rolled over to a file and the disk is full
+            where = tempfile.gettempdir()
+            raise SpoolUnavailable(f"cannot spool a backup of {self.size}+ bytes to {where}: {exc}") from exc
         self.size += len(stored)
 
 

@@ -15,6 +15,7 @@ where it is caught, with ``raise ... from exc``, into one of these. The consumer
      |    |                             request was written, crash): check Graph before resending
      |    +-- AttachmentUnavailable    attachment download failed for a passing reason
      |    +-- StoreUnavailable     database unreachable or locked
+     |    +-- SpoolUnavailable     the local temporary directory is full or unwritable (backup spool)
      |    +-- BrokerUnavailable    RabbitMQ unreachable, publish not confirmed
      +-- ConfigError               bad settings; raised at start-up, never while consuming
 
@@ -35,6 +36,7 @@ __all__ = [
     "MailpipeError",
     "PermanentError",
     "SendOutcomeUnknown",
+    "SpoolUnavailable",
     "StoreUnavailable",
     "TransientError",
 ]
@@ -149,6 +151,12 @@ class StoreUnavailable(TransientError):
     """Raised when the database cannot be reached or stays locked."""
 
     reason = "store-unavailable"
+
+
+class SpoolUnavailable(TransientError):
+    """Raised when a large backup cannot be spooled to the temporary directory (full, unwritable)."""
+
+    reason = "spool-unavailable"
 
 
 class BrokerUnavailable(TransientError):

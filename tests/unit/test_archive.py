@@ -6,6 +6,8 @@ import base64
 import gzip
 import hashlib
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from pipeline.archive import PART_BYTES, ArchiveWriter
 from pipeline.backups import BackupCorrupt, _Reader, backup_context, open_backup
 from pipeline.crypto import KeyRing, parse_keys
 from pipeline.db.models import EmailBackup
+from pipeline.errors import SpoolUnavailable, TransientError
 
 KEYS = parse_keys("k1:" + base64.b64encode(os.urandom(32)).decode())
 
@@ -93,3 +96,15 @@ def test_a_backup_that_is_not_what_was_stored_is_refused(damage: str) -> None:
         row.compressed_blob = row.compressed_blob[:-6]
     with pytest.raises(BackupCorrupt):
         open_backup(row, None)
+
+
+def test_a_full_disk_while_spooling_is_a_transient_error_naming_the_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    # /dev/full answers every write with ENOSPC: the spool rolls over onto it past one part.
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *args, **kwargs: Path("/dev/full").open("w+b"))  # noqa: SIM115 (the spool owns it)
+    writer = ArchiveWriter(None, "ctx")
+    with pytest.raises(SpoolUnavailable, match=tempfile.gettempdir()) as raised:
+        for _ in range(4):
+            writer.write(os.urandom(PART_BYTES))
+    assert isinstance(raised.value, TransientError)
+    assert isinstance(raised.value.__cause__, OSError)
+    writer.abort()
