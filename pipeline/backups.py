@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, insert, or_, select
@@ -128,19 +128,17 @@ def open_backup(row: EmailBackup, keyring: KeyRing | None) -> bytes:
     return b"".join(pieces)
 
 
-async def _stored_pieces_into(
-    sessions: async_sessionmaker[AsyncSession], row: EmailBackup, feed: Callable[[bytes], None]
-) -> None:
+async def _stored_pieces(session: AsyncSession, row: EmailBackup) -> AsyncIterator[bytes]:
+    """The stored blob of ``row``: its ``compressed_blob``, or its parts one query (and one part) at a time."""
     if not row.parts:
-        feed(row.compressed_blob)
+        yield row.compressed_blob
         return
     query = select(EmailBackupPart.data).where(EmailBackupPart.backup_id == row.id)
-    for seq in range(row.parts):  # one part in memory at a time
-        async with store_errors("read backup"), sessions() as session:
-            piece = await session.scalar(query.where(EmailBackupPart.seq == seq))
+    for seq in range(row.parts):
+        piece = await session.scalar(query.where(EmailBackupPart.seq == seq))
         if piece is None:
             raise BackupCorrupt(f"backup {row.id} is missing part {seq} of {row.parts}")
-        feed(piece)
+        yield piece
 
 
 async def read_backup(
@@ -155,7 +153,9 @@ async def read_backup(
     discard everything ``write`` got), ``ConfigError`` if the key is not configured.
     """
     reader = _Reader(row, keyring, write)
-    await _stored_pieces_into(sessions, row, reader.feed)
+    async with store_errors("read backup"), sessions() as session:
+        async for piece in _stored_pieces(session, row):
+            reader.feed(piece)
     return reader.finish()
 
 
@@ -191,15 +191,8 @@ async def _reseal(session: AsyncSession, row: EmailBackup, keyring: KeyRing) -> 
     """Seal ``row``'s compressed MIME with the current key, in its row or in new parts."""
     opener = _opener(row, keyring)
     with StoredBlob(keyring, backup_context(row.graph_message_id)) as blob:
-        if row.parts:
-            query = select(EmailBackupPart.data).where(EmailBackupPart.backup_id == row.id)
-            for seq in range(row.parts):
-                piece = await session.scalar(query.where(EmailBackupPart.seq == seq))
-                if piece is None:
-                    raise BackupCorrupt(f"backup {row.id} is missing part {seq} of {row.parts}")
-                blob.write(opener.update(piece) if opener is not None else piece)
-        else:
-            blob.write(opener.update(row.compressed_blob) if opener is not None else row.compressed_blob)
+        async for piece in _stored_pieces(session, row):
+            blob.write(opener.update(piece) if opener is not None else piece)
         if opener is not None:
             blob.write(opener.finish())  # authenticates the old blob before anything is replaced
         blob.seal_end()
