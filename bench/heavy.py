@@ -66,6 +66,7 @@ async def _drain(stack: Stack, n: int, mailboxes: int, window_s: float | None = 
         "backed_up_per_s": round(backed_up / span, 1),
         "peak_rss_mb": {r: rss[r] for r in stack.roles},
         "cpu_s": monitor.cpu_seconds(),
+        "rss_series_mb": monitor.rss_series_mb(stack.roles),
     }
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from bench import tracemem
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 TOKEN = "bench-token"
@@ -199,10 +201,17 @@ def migrate(settings: Mapping[str, object], workdir: Path) -> None:
         )
 
 
+def _role_command(role: str) -> list[str]:
+    """``python -m pipeline run --role ROLE``, under tracemalloc when ``BENCH_TRACE_MEMORY`` names it."""
+    args = ["run", "--role", role]
+    if role not in os.environ.get("BENCH_TRACE_MEMORY", "").split(","):
+        return [sys.executable, "-m", "pipeline", *args]
+    directory = RESULTS / os.environ["BENCH_TRACE_MEMORY_DIR"] / f"{role}-{time.strftime('%H%M%S')}"
+    interval_s = float(os.environ.get("BENCH_TRACE_MEMORY_INTERVAL_S", "60"))
+    return tracemem.traced_command(sys.executable, args, directory, interval_s)
+
+
 def start_roles(roles: Sequence[str], settings: Mapping[str, object], workdir: Path) -> dict[str, Proc]:
     """One OS process per role, as one Deployment per role would run them."""
     env = mailpipe_env(settings)
-    return {
-        role: Proc(role, [sys.executable, "-m", "pipeline", "run", "--role", role], env, workdir / f"{role}.log")
-        for role in roles
-    }
+    return {role: Proc(role, _role_command(role), env, workdir / f"{role}.log") for role in roles}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 import psutil
@@ -44,12 +45,17 @@ class Monitor:
     """Samples RSS every ``interval_s`` in a thread; CPU is the difference between start and stop.
 
     Groups are name -> pids; a group's children (Celery's pool, postgres backends forked later) are
-    included in CPU by re-reading them at each sample.
+    included in CPU by re-reading them at each sample. Besides the peak, every ``series_every_s``
+    the group's RSS is kept as a point of :meth:`rss_series_mb`, so a run shows whether memory
+    levels off (an allocator's high-water mark) or keeps climbing (a leak).
     """
 
-    def __init__(self, groups: dict[str, Iterable[int]], interval_s: float = 0.2) -> None:
+    def __init__(self, groups: dict[str, Iterable[int]], interval_s: float = 0.2, series_every_s: float = 10.0) -> None:
         self.groups = {name: [psutil.Process(pid) for pid in pids] for name, pids in groups.items()}
         self.interval_s = interval_s
+        self.series_every_s = series_every_s
+        self.series: list[tuple[float, dict[str, int]]] = []
+        self._started = time.monotonic()
         self.peak_rss: dict[str, int] = dict.fromkeys(self.groups, 0)
         self.peak_rss_each: dict[str, int] = {}
         self._cpu_last: dict[int, float] = {}
@@ -66,7 +72,7 @@ class Monitor:
                     for child in proc.children(recursive=True):
                         yield name, child
 
-    def _sample(self) -> None:
+    def _sample(self, *, last: bool = False) -> None:
         totals: dict[str, int] = dict.fromkeys(self.groups, 0)
         for name, proc in self._members():
             with contextlib.suppress(psutil.Error):
@@ -80,12 +86,16 @@ class Monitor:
                 self.peak_rss_each[key] = max(self.peak_rss_each.get(key, 0), rss)
         for name, rss in totals.items():
             self.peak_rss[name] = max(self.peak_rss[name], rss)
+        elapsed_s = time.monotonic() - self._started
+        if last or not self.series or elapsed_s - self.series[-1][0] >= self.series_every_s:
+            self.series.append((elapsed_s, totals))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._sample()
 
     def start(self) -> Monitor:
+        self._started = time.monotonic()
         self._sample()
         self._thread.start()
         return self
@@ -93,13 +103,17 @@ class Monitor:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
-        self._sample()
+        self._sample(last=True)
 
     def cpu_seconds(self) -> dict[str, float]:
         out: dict[str, float] = dict.fromkeys(self.groups, 0.0)
         for pid, last in self._cpu_last.items():
             out[self._owner[pid]] += last - self._cpu_first[pid]
         return {k: round(v, 3) for k, v in out.items()}
+
+    def rss_series_mb(self, names: Iterable[str]) -> dict[str, list[list[float]]]:
+        """Per group in ``names``: ``[seconds since start, RSS MB]`` points."""
+        return {name: [[round(t, 1), round(totals[name] / 2**20, 1)] for t, totals in self.series] for name in names}
 
     def peak_rss_mb(self) -> dict[str, float]:
         return {k: round(v / 2**20, 1) for k, v in self.peak_rss.items()}

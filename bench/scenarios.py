@@ -89,6 +89,7 @@ async def drive(
             k: round(v * 1000 / done, 2) for k, v in cpu.items() if k in ("broker", "postgres", "emulator")
         },
         "peak_rss_mb": rss,
+        "rss_series_mb": monitor.rss_series_mb(stack.roles),
         "warmup_emails": warmup,
         "latency": {
             "publish_to_receipt": percentiles([receipts[k] - published[k] for k in receipts if k in published]),

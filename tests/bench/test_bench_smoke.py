@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
+from bench import tracemem
 from bench.runner import run_scenario
 
 EXPECTED = {
@@ -17,6 +19,7 @@ EXPECTED = {
     "mailpipe_cpu_ms_per_email",
     "other_cpu_ms_per_email",
     "peak_rss_mb",
+    "rss_series_mb",
     "latency",
     "emulator",
     "statuses",
@@ -52,3 +55,27 @@ def test_graph_calls_smoke() -> None:
         assert run["client_cpu_ms_per_call"].keys() == {"sendMail", "find in Sent Items", "$value"}
         assert all(ms > 0 for ms in run["client_cpu_ms_per_call"].values())
         assert run["other_cpu_ms_per_email"]["emulator"] > 0
+
+
+@pytest.mark.timeout(90)
+def test_traced_role_writes_snapshots_whose_growth_can_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_TRACE_MEMORY", "scheduler")
+    monkeypatch.setenv("BENCH_TRACE_MEMORY_DIR", str(tmp_path))
+    monkeypatch.setenv("BENCH_TRACE_MEMORY_INTERVAL_S", "1")
+
+    document = run_scenario("throughput", "sqlite", write=False, emails=10, mailboxes=1)
+
+    assert document["result"]["backed_up"] == 10
+    (traced,) = tmp_path.iterdir()
+    assert traced.name.startswith("scheduler-")
+    snapshots = sorted(traced.glob("*.snap"))
+    assert len(snapshots) >= 2  # at least one by the clock and one at exit
+    grown = tracemem.growth(snapshots[0], snapshots[-1], top=5)
+    assert len(grown) == 5
+    assert all(entry["where"] and isinstance(entry["grew_kib"], float) for entry in grown)
+    series = document["result"]["rss_series_mb"]
+    assert series.keys() == {"ingest", "scheduler", "send-no-attachments", "send-attachments", "backup"}
+    for points in series.values():  # from the start to the end of the run, RSS in MB
+        assert len(points) >= 2
+        assert points[0][0] < points[-1][0]
+        assert all(mb > 10 for _, mb in points)
