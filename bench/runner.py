@@ -92,7 +92,17 @@ def _row(result: dict[str, Any]) -> list[tuple[str, str]]:
         for key in ("client_cpu_ms_per_call", "cpu_s", "peak_rss_mb", "other_cpu_ms_per_email")
         if key in result
     )
+    rows.extend(
+        (f"RSS MB of {role} over the run", _quarters(points))
+        for role, points in result.get("rss_series_mb", {}).items()
+    )
     return rows
+
+
+def _quarters(points: list[list[float]]) -> str:
+    """RSS at the start, each quarter of the run and the end: a plateau or a slope at a glance."""
+    picks = [points[round(i * (len(points) - 1) / 4)] for i in range(5)] if points else []
+    return " -> ".join(f"{mb} ({t:.0f} s)" for t, mb in picks)
 
 
 def print_table(scenario: str, db: str, result: dict[str, Any]) -> None:

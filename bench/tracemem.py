@@ -58,15 +58,16 @@ def growth(before: Path, after: Path, top: int = 15) -> list[dict[str, Any]]:
     """The ``top`` tracebacks whose live bytes grew most from ``before`` to ``after``."""
     old = tracemalloc.Snapshot.load(str(before)).filter_traces(_IGNORE)
     new = tracemalloc.Snapshot.load(str(after)).filter_traces(_IGNORE)
+    grown = sorted(new.compare_to(old, "traceback"), key=lambda stat: stat.size_diff, reverse=True)
     out = []
-    for stat in new.compare_to(old, "traceback")[:top]:
+    for stat in grown[:top]:
         frames = [f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}" for frame in stat.traceback]
         out.append(
             {
                 "grew_kib": round(stat.size_diff / 1024, 1),
                 "live_kib": round(stat.size / 1024, 1),
                 "blocks_grew": stat.count_diff,
-                "where": frames[::-1],  # innermost last, as a Python traceback reads
+                "where": frames,  # the innermost frame last, as a Python traceback reads
             }
         )
     return out
