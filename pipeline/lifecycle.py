@@ -2,7 +2,8 @@
 
 Order at start: (migrations, if asked) -> broker connection -> the whole topology declared ->
 role clients (Graph, downloads) -> health port bound -> consumers start (FastStream) -> health
-server and background loops (the scheduler role also runs the metrics sampler and retention).
+server and background loops (the heap trimmer in every role; the scheduler role also runs the
+metrics sampler and retention).
 The topology is declared before any consumer runs because publishing to an exchange that does
 not exist closes the channel. At stop: ``/readyz`` turns 503, loops are cancelled, FastStream
 drains in-flight handlers for ``graceful_timeout_s``, then clients and the health server close.
@@ -24,6 +25,7 @@ from pipeline.db.migrate import upgrade
 from pipeline.eventloop import running_loop_name
 from pipeline.graph import GraphMailer, build_graph_client
 from pipeline.limiter import build_limiter
+from pipeline.memory import HeapTrimmer
 from pipeline.messaging import declare_topology
 from pipeline.observability.graphcalls import GraphCallObserver
 from pipeline.observability.http import HealthServer
@@ -39,7 +41,7 @@ log = structlog.get_logger(__name__)
 GRAPH_ROLES: frozenset[Role] = frozenset({"send-no-attachments", "send-attachments", "backup"})
 
 
-#: How long stop() waits for cancelled background loops (scheduler, retention, sampler).
+#: How long stop() waits for cancelled background loops (scheduler, retention, sampler, trimmer).
 BACKGROUND_STOP_TIMEOUT_S = 5.0
 
 
@@ -88,6 +90,11 @@ class RoleServices:
         ctx = self._ctx
         if ctx.http_server is not None:
             await ctx.http_server.start()
+        if ctx.settings.memory_trim_interval_s > 0:
+            trimmer = HeapTrimmer(ctx.metrics.heap_trimmed if ctx.metrics is not None else None)
+            self._tasks.append(
+                asyncio.create_task(trimmer.run_forever(ctx.settings.memory_trim_interval_s), name="heap-trimmer")
+            )
         if ctx.scheduler is not None:
             self._tasks.append(asyncio.create_task(ctx.scheduler.run_forever(), name="scheduler"))
             # Database-wide work runs in the scheduler role only, not in every worker pod.

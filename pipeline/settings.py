@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     # --- process -----------------------------------------------------------------------------
     #: ``uvloop`` (with ``mailpipe[uvloop]`` installed) or asyncio's loop; see pipeline.eventloop.
     event_loop: EventLoopChoice = "asyncio"
+    #: Seconds between ``malloc_trim`` calls that give the C heap's free pages back (0: never);
+    #: see pipeline.memory.
+    memory_trim_interval_s: float = Field(default=60.0, ge=0)
 
     # --- observability -----------------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -106,6 +106,17 @@ class Metrics:
         self.dead_letters = Counter(
             "mailpipe_dead_letters", "Messages and emails dead-lettered.", ["step", "reason"], registry=r
         )
+        self.heap_released_bytes = Counter(
+            "mailpipe_heap_released_bytes",
+            "RSS handed back to the OS by malloc_trim (pipeline.memory).",
+            registry=r,
+        )
+        self.heap_trim_duration = Histogram(
+            "mailpipe_heap_trim_seconds",
+            "Time one malloc_trim call held the event loop.",
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
         # Series that alerts divide or compare exist from the start, at zero.
         for outcome in BACKUP_OUTCOMES:
             self.backups.labels(outcome=outcome)
@@ -148,6 +159,10 @@ class Metrics:
         self.dead_letters.labels(step=step, reason=reason).inc()
         if step == "backup":
             self.backups.labels(outcome="failed").inc()
+
+    def heap_trimmed(self, released_bytes: int, seconds: float) -> None:
+        self.heap_released_bytes.inc(released_bytes)
+        self.heap_trim_duration.observe(seconds)
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format."""

@@ -30,6 +30,8 @@ NAMES = {
     "mailpipe_backups_total",
     "mailpipe_dead_letters_total",
     "mailpipe_retries_total",
+    "mailpipe_heap_released_bytes_total",
+    "mailpipe_heap_trim_seconds",
 }
 
 
@@ -47,7 +49,9 @@ def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_small_run_shows_up_in_metrics(amqp_url: str, database_url: str, emulator: Any) -> None:
-    settings = pipeline_settings(amqp_url, database_url, emulator, upload_chunk_bytes=327_680)
+    settings = pipeline_settings(
+        amqp_url, database_url, emulator, upload_chunk_bytes=327_680, memory_trim_interval_s=0.5
+    )
     big = 3_100_000
     inline = {"name": "a.txt", "size": 5, "contentBytes": base64.b64encode(b"hello").decode()}
     by_url = {"name": "big.bin", "size": big, "urlOrId": f"{emulator.root_url}/_emulator/files/{big}/3"}
@@ -91,5 +95,6 @@ async def test_a_small_run_shows_up_in_metrics(amqp_url: str, database_url: str,
     assert value(found, "mailpipe_end_to_end_seconds_count", stage="sent_to_backed_up") == 3
     assert value(found, "mailpipe_in_flight_cap", pool="attachment") == settings.max_in_flight_attachments
     assert value(found, "mailpipe_queue_depth", queue="mail.ingest") == 0
+    assert value(found, "mailpipe_heap_trim_seconds_count") >= 1  # the run took longer than 0.5 s
     # FastStream's own series share the registry.
     assert "faststream_received_messages_total" in text
