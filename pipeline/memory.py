@@ -3,7 +3,7 @@
 glibc's ``malloc`` returns memory to the OS only from the top of its heap. A role handling
 messages for hours frees chunks in the middle of it (bodies, responses, dicts larger than
 pymalloc's 512 bytes), and those pages stay resident although nothing uses them. Measured in a
-drain of 100,000 emails: ``send-no-attachments``' heap grew from 39.0 to 42.3 MB in 16 minutes
+drain of 100,000 emails: ``send-no-attachments``' heap grew from 39.0 to 42.3 MB in 8 minutes
 while the bytes in use stayed at 31.4 MB; one ``malloc_trim(0)`` took 5 MB off ``ingest``'s RSS.
 Left alone, that creep read as a leak in every role's RSS (``bench/README.md``).
 
