@@ -11,7 +11,7 @@ round tries again (on a new channel, if the broker closed the old one).
 Why one channel and not one per round: aio-pika 10.2 leaves a closed channel's close callback
 (an event, a lock and a task, about 3.5 KB) attached to the connection for the connection's
 life. At a round every 5 s that was 2.5 MB an hour of the scheduler's memory, found with
-``python -m bench backlog-memory --trace-memory scheduler`` (``bench/README.md``).
+``python -m bench throughput --trace-memory scheduler`` (``bench/README.md``).
 """
 
 from __future__ import annotations
